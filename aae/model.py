@@ -1,0 +1,137 @@
+"""The adversarial autoencoder (Makhzani et al., 2015): encoder, decoder and a discriminator on z.
+
+The whole model is in this file. ``AAEConfig`` holds every constructor argument and is saved in
+each checkpoint, so any tool (the exporter in particular) can rebuild the model from the file alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+
+@dataclass
+class AAEConfig:
+    image_size: int = 64  # square images, a power of two from 32 to 128
+    channels: int = 3
+    latent_dim: int = 32
+    base_width: int = 32  # channels of the first encoder conv; doubled at each down-sampling
+    disc_hidden: int = 512
+    prior: dict[str, Any] = field(default_factory=lambda: {"kind": "gaussian", "std": 1.0})
+
+    def __post_init__(self) -> None:
+        if self.image_size not in (32, 64, 128):
+            raise ValueError(f"image_size must be 32, 64 or 128, got {self.image_size}")
+        if self.latent_dim < 1:
+            raise ValueError(f"latent_dim must be positive, got {self.latent_dim}")
+
+    @property
+    def levels(self) -> int:
+        """Number of stride-2 stages between the image and the 4x4 feature map."""
+        return (self.image_size // 4).bit_length() - 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> AAEConfig:
+        return cls(**data)
+
+
+def _widths(config: AAEConfig) -> list[int]:
+    # e.g. 64px: [32, 64, 128, 256] for the 32x32, 16x16, 8x8 and 4x4 feature maps
+    return [min(config.base_width * 2**i, 512) for i in range(config.levels)]
+
+
+class Encoder(nn.Module):
+    """Image [B, C, H, W] in [0, 1] -> latent code z [B, latent_dim]."""
+
+    def __init__(self, config: AAEConfig) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        in_ch = config.channels
+        for i, width in enumerate(_widths(config)):
+            layers.append(nn.Conv2d(in_ch, width, 4, stride=2, padding=1, bias=i == 0))
+            if i > 0:
+                layers.append(nn.BatchNorm2d(width))
+            layers.append(nn.LeakyReLU(0.2, inplace=True))
+            in_ch = width
+        self.features = nn.Sequential(*layers)
+        self.to_latent = nn.Linear(in_ch * 4 * 4, config.latent_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.features(x * 2 - 1)  # centre the input on 0
+        return self.to_latent(h.flatten(1))
+
+
+class Decoder(nn.Module):
+    """Latent z [B, latent_dim] -> image [B, C, H, W] in [0, 1]."""
+
+    def __init__(self, config: AAEConfig) -> None:
+        super().__init__()
+        widths = list(reversed(_widths(config)))
+        self.first_width = widths[0]
+        self.from_latent = nn.Sequential(
+            nn.Linear(config.latent_dim, widths[0] * 4 * 4, bias=False),
+            nn.BatchNorm1d(widths[0] * 4 * 4),
+            nn.ReLU(inplace=True),
+        )
+        layers: list[nn.Module] = []
+        for in_ch, out_ch in zip(widths, widths[1:], strict=False):
+            layers += [
+                nn.ConvTranspose2d(in_ch, out_ch, 4, stride=2, padding=1, bias=False),
+                nn.BatchNorm2d(out_ch),
+                nn.ReLU(inplace=True),
+            ]
+        layers.append(nn.ConvTranspose2d(widths[-1], config.channels, 4, stride=2, padding=1))
+        self.features = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        h = self.from_latent(z).view(z.shape[0], self.first_width, 4, 4)
+        return torch.sigmoid(self.features(h))
+
+
+class LatentDiscriminator(nn.Module):
+    """MLP on z: the logit that z was drawn from the prior rather than produced by the encoder."""
+
+    def __init__(self, config: AAEConfig) -> None:
+        super().__init__()
+        hidden = config.disc_hidden
+        self.net = nn.Sequential(
+            nn.Linear(config.latent_dim, hidden),
+            nn.LeakyReLU(0.2, inplace=True),
+            nn.Linear(hidden, hidden),
+            nn.LeakyReLU(0.2, inplace=True),
+            nn.Linear(hidden, 1),
+        )
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z).squeeze(1)
+
+
+class AAE(nn.Module):
+    """The three networks together, built from one config."""
+
+    def __init__(self, config: AAEConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.encoder = Encoder(config)
+        self.decoder = Decoder(config)
+        self.discriminator = LatentDiscriminator(config)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.encoder(x))
+
+
+def load_checkpoint(path: str, map_location: str = "cpu") -> tuple[AAE, dict[str, Any]]:
+    """Rebuild an AAE from a checkpoint written by ``aae.train``; returns (model, checkpoint)."""
+    # TorchVersion is allowed so that checkpoints recording torch.__version__ load safely too.
+    with torch.serialization.safe_globals([torch.torch_version.TorchVersion]):
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    model = AAE(AAEConfig.from_dict(checkpoint["config"]))
+    model.load_state_dict(checkpoint["model"])
+    model.eval()
+    return model, checkpoint

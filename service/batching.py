@@ -1,0 +1,137 @@
+"""Dynamic batching: merge latents from many chunks into device batches of at most B, waiting at most W.
+
+Every request owns a future that the batch loop fulfils with exactly its own rows. Requests larger
+than B are split. If a merged batch fails, each request in it is retried alone, so one bad request
+fails by itself and never takes the others down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+InferFn = Callable[[np.ndarray], np.ndarray]
+BatchObserver = Callable[[int, float], None]  # (batch size, seconds)
+
+
+@dataclass
+class _Request:
+    z: np.ndarray
+    future: asyncio.Future[np.ndarray] = field(repr=False)
+
+
+class DynamicBatcher:
+    """Start with ``start()``, stop with ``await stop()``; ``await infer(z)`` from any task."""
+
+    def __init__(
+        self,
+        infer: InferFn,
+        max_batch: int,
+        max_wait_s: float,
+        executor: Executor | None = None,
+        observe: BatchObserver | None = None,
+    ) -> None:
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+        if max_wait_s < 0:
+            raise ValueError(f"max_wait_s must be >= 0, got {max_wait_s}")
+        self._infer = infer
+        self.max_batch = max_batch
+        self.max_wait_s = max_wait_s
+        self._executor = executor
+        self._observe = observe
+        self._queue: asyncio.Queue[_Request] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+        self._carry: _Request | None = None
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._loop(), name="dynamic-batcher")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+        while not self._queue.empty():
+            request = self._queue.get_nowait()
+            if not request.future.done():
+                request.future.set_exception(RuntimeError("batcher stopped"))
+
+    async def infer(self, z: np.ndarray) -> np.ndarray:
+        """Run the model on z [N, D]; N may exceed max_batch. Returns the outputs in the same order."""
+        if self._task is None:
+            raise RuntimeError("DynamicBatcher.infer called before start()")
+        loop = asyncio.get_running_loop()
+        futures = []
+        for start in range(0, len(z), self.max_batch):
+            future: asyncio.Future[np.ndarray] = loop.create_future()
+            self._queue.put_nowait(_Request(z[start : start + self.max_batch], future))
+            futures.append(future)
+        parts = await asyncio.gather(*futures)
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    async def _collect(self) -> list[_Request]:
+        """Gather requests until the batch is full or the wait, timed from the first request, is over."""
+        first = self._carry or await self._queue.get()
+        self._carry = None
+        batch, size = [first], len(first.z)
+        deadline = time.monotonic() + self.max_wait_s
+        while size < self.max_batch:
+            remaining = deadline - time.monotonic()  # recomputed on every pass
+            try:
+                request = self._queue.get_nowait() if remaining <= 0 else await asyncio.wait_for(self._queue.get(), remaining)
+            except (asyncio.QueueEmpty, TimeoutError):
+                break
+            if size + len(request.z) > self.max_batch:
+                self._carry = request  # first in line for the next batch
+                break
+            batch.append(request)
+            size += len(request.z)
+        return batch
+
+    async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = [r for r in await self._collect() if not r.future.cancelled()]
+            if not batch:
+                continue
+            z = np.concatenate([r.z for r in batch]) if len(batch) > 1 else batch[0].z
+            started = time.perf_counter()
+            try:
+                out = await loop.run_in_executor(self._executor, self._infer, z)
+            except Exception:
+                log.exception("batch of %d failed; retrying its %d requests one by one", len(z), len(batch))
+                await self._run_alone(batch)
+                continue
+            if self._observe is not None:
+                self._observe(len(z), time.perf_counter() - started)
+            offset = 0
+            for request in batch:
+                n = len(request.z)
+                if not request.future.done():
+                    request.future.set_result(out[offset : offset + n])
+                offset += n
+
+    async def _run_alone(self, batch: list[_Request]) -> None:
+        loop = asyncio.get_running_loop()
+        for request in batch:
+            try:
+                out = await loop.run_in_executor(self._executor, self._infer, request.z)
+            except Exception as exc:
+                if not request.future.done():
+                    request.future.set_exception(exc)
+            else:
+                if not request.future.done():
+                    request.future.set_result(out)

@@ -1,0 +1,32 @@
+"""Every Redis key prefix, stream and group name in one place."""
+
+from __future__ import annotations
+
+PREFIX = "synthgen"
+STREAM_INTERACTIVE = f"{PREFIX}:stream:interactive"
+STREAM_BULK = f"{PREFIX}:stream:bulk"
+STREAMS = {"interactive": STREAM_INTERACTIVE, "bulk": STREAM_BULK}
+# Workers read the streams in this order: interactive work always goes first.
+STREAM_ORDER = (STREAM_INTERACTIVE, STREAM_BULK)
+WORKER_GROUP = f"{PREFIX}:workers"
+WORKER_HEALTH_PREFIX = f"{PREFIX}:worker:"
+REDELIVERIES_KEY = f"{PREFIX}:stats:redeliveries"
+
+
+def job_key(job_id: str) -> str:
+    """Hash of a job's fields (status, count, done, ...)."""
+    return f"{PREFIX}:job:{job_id}"
+
+
+def job_done_key(job_id: str) -> str:
+    """Set of the chunk numbers of a job that are complete."""
+    return f"{PREFIX}:job:{job_id}:done"
+
+
+def result_key(job_id: str, chunk: int) -> str:
+    """Hash of one chunk's result: its tar blocks and the offset of each sample in them."""
+    return f"{PREFIX}:result:{job_id}:{chunk}"
+
+
+def worker_health_key(name: str) -> str:
+    return f"{WORKER_HEALTH_PREFIX}{name}"

@@ -1,0 +1,113 @@
+"""Model packages on disk: read and verify ``manifest.json`` and the files it lists by sha256."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from service.errors import ModelPackageError
+
+MANIFEST_FORMAT = "synthgen.model-package/1"
+_REQUIRED = ("format", "name", "version", "latent_dim", "prior", "image", "files", "decoder")
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class ModelPackage:
+    """A verified package: its manifest and where its decoder lies."""
+
+    path: Path
+    manifest: dict[str, Any]
+
+    @property
+    def name(self) -> str:
+        return str(self.manifest["name"])
+
+    @property
+    def version(self) -> str:
+        return str(self.manifest["version"])
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}@{self.version}"
+
+    @property
+    def latent_dim(self) -> int:
+        return int(self.manifest["latent_dim"])
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        image = self.manifest["image"]
+        return int(image["height"]), int(image["width"]), int(image["channels"])
+
+    @property
+    def prior_std(self) -> float:
+        return float(self.manifest["prior"].get("std", 1.0))
+
+    @property
+    def decoder_path(self) -> Path:
+        return self.path / str(self.manifest["decoder"]["file"])
+
+    @property
+    def sha256(self) -> str:
+        """The identity of the model: the sha256 of its decoder graph."""
+        return str(self.manifest["files"][self.manifest["decoder"]["file"]]["sha256"])
+
+
+def _read_manifest(path: Path) -> dict[str, Any]:
+    manifest_path = path / "manifest.json"
+    if not manifest_path.is_file():
+        raise ModelPackageError(f"{manifest_path}: missing; a model package needs a manifest.json")
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ModelPackageError(f"{manifest_path}: not valid JSON ({exc})") from exc
+    if not isinstance(manifest, dict):
+        raise ModelPackageError(f"{manifest_path}: expected a JSON object, got {type(manifest).__name__}")
+    missing = [key for key in _REQUIRED if key not in manifest]
+    if missing:
+        raise ModelPackageError(f"{manifest_path}: missing fields {missing}")
+    if manifest["format"] != MANIFEST_FORMAT:
+        raise ModelPackageError(f"{manifest_path}: format {manifest['format']!r} is not {MANIFEST_FORMAT!r}")
+    return manifest
+
+
+def load_package(path: str | Path) -> ModelPackage:
+    """Read a package and verify every listed file's size and sha256; raise ModelPackageError if not."""
+    root = Path(path)
+    manifest = _read_manifest(root)
+    for filename, entry in manifest["files"].items():
+        file_path = root / filename
+        if not file_path.is_file():
+            raise ModelPackageError(f"{file_path}: missing; listed in {root / 'manifest.json'}")
+        size = file_path.stat().st_size
+        if size != entry.get("bytes", size):
+            raise ModelPackageError(f"{file_path}: {size} bytes, manifest says {entry['bytes']} (truncated?)")
+        actual = sha256_file(file_path)
+        if actual != entry["sha256"]:
+            raise ModelPackageError(f"{file_path}: sha256 {actual[:12]}… does not match manifest {entry['sha256'][:12]}…")
+    package = ModelPackage(root, manifest)
+    if manifest["decoder"]["file"] not in manifest["files"]:
+        raise ModelPackageError(f"{root / 'manifest.json'}: decoder file is not listed under files")
+    return package
+
+
+def discover_packages(models_dir: str | Path) -> list[ModelPackage]:
+    """Every package (a folder with a manifest.json) directly under ``models_dir``, verified."""
+    root = Path(models_dir)
+    if not root.is_dir():
+        raise ModelPackageError(f"{root}: models directory does not exist")
+    packages = [load_package(p) for p in sorted(root.iterdir()) if (p / "manifest.json").is_file()]
+    if not packages:
+        raise ModelPackageError(f"{root}: no model package (a folder with manifest.json) found")
+    return packages

@@ -1,0 +1,44 @@
+"""Streaming a job's result as one tar, in index order, while its chunks are still being computed."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+
+from service.encoders import tar_end
+from service.queue import TERMINAL, JobQueue
+
+log = logging.getLogger(__name__)
+POLL_S = 0.05
+MAX_POLL_S = 0.5
+
+
+class ResultAborted(Exception):
+    """The job stopped (failed, cancelled, expired) before the requested range was complete."""
+
+
+async def _wait_for_chunk(queue: JobQueue, job_id: str, chunk: int, deadline: float) -> None:
+    delay = POLL_S
+    while not await queue.chunk_done(job_id, chunk):
+        job = await queue.get_job(job_id)
+        if job["status"] in TERMINAL and job["status"] != "succeeded":
+            raise ResultAborted(f"job {job_id} is {job['status']}: {job.get('error') or 'no more chunks will come'}")
+        if time.monotonic() > deadline:
+            raise ResultAborted(f"job {job_id}: chunk {chunk} not done before the job's expiry")
+        await asyncio.sleep(delay)
+        delay = min(delay * 1.5, MAX_POLL_S)
+
+
+async def stream_tar(queue: JobQueue, job_id: str, chunk_size: int, start: int, stop: int, max_wait_s: float) -> AsyncIterator[bytes]:
+    """Yield the tar members of samples [start, stop), then the end-of-archive blocks."""
+    deadline = time.monotonic() + max_wait_s
+    for chunk in range(start // chunk_size, (stop - 1) // chunk_size + 1):
+        await _wait_for_chunk(queue, job_id, chunk, deadline)
+        tar, offsets = await queue.chunk_result(job_id, chunk)
+        first = chunk * chunk_size
+        lo = max(start, first) - first
+        hi = min(stop, first + len(offsets) - 1) - first
+        yield tar[offsets[lo] : offsets[hi]]
+    yield tar_end()

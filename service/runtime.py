@@ -1,0 +1,76 @@
+"""What a running process holds: the Redis client (embedded server if no URL), models, queue, worker."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+
+import redis.asyncio as aioredis
+
+from service.embedded_redis import EmbeddedRedis
+from service.queue import JobQueue
+from service.registry import ModelRegistry
+from service.settings import Settings
+from service.worker import Worker
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    redis: aioredis.Redis
+    registry: ModelRegistry
+    queue: JobQueue
+    embedded: EmbeddedRedis | None = None
+    worker_task: asyncio.Task[None] | None = None
+    _stop: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @classmethod
+    async def start(cls, settings: Settings, with_worker: bool) -> Runtime:
+        """Load and verify the models first: a bad package stops the process before anything else starts."""
+        registry = await asyncio.to_thread(
+            ModelRegistry.from_directory,
+            settings.models_dir,
+            settings.default_model,
+            settings.execution_provider,
+            settings.ort_threads,
+        )
+        embedded = None
+        url = settings.redis_url
+        if not url:
+            embedded = EmbeddedRedis(settings.embedded_redis_dir)
+            url = await asyncio.to_thread(embedded.start)
+        client = aioredis.from_url(url, socket_timeout=10, socket_connect_timeout=5, health_check_interval=15)
+        queue = JobQueue(client, settings.chunk_size, settings.job_ttl_s, settings.result_ttl_s)
+        runtime = cls(settings, client, registry, queue, embedded)
+        try:
+            await queue.ensure_groups()
+        except Exception:
+            await runtime.close()
+            raise
+        if with_worker:
+            worker = Worker(settings, client, registry)
+            runtime.worker_task = asyncio.create_task(worker.run(runtime._stop), name="worker")
+        return runtime
+
+    async def wait_worker(self) -> None:
+        if self.worker_task is not None:
+            await self.worker_task
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def close(self) -> None:
+        self._stop.set()
+        if self.worker_task is not None:
+            try:
+                await asyncio.wait_for(self.worker_task, timeout=30)
+            except TimeoutError:
+                self.worker_task.cancel()
+            except Exception:
+                log.exception("worker stopped with an error")
+        await self.redis.aclose()
+        if self.embedded is not None:
+            await asyncio.to_thread(self.embedded.stop)

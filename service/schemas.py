@@ -1,0 +1,102 @@
+"""Request and response schemas of the v1 API. Limits live here, so OpenAPI shows them."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from service.latents import MAX_SEED
+
+ImageFormat = Literal["png", "jpeg", "webp", "npy"]
+Priority = Literal["interactive", "bulk"]
+JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled", "expired"]
+DEFAULT_MAX_COUNT = 1_000_000
+
+
+class JobRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"count": 1000, "seed": 42, "format": "png", "truncation": 2.0}]},
+    )
+
+    model: str | None = Field(
+        default=None, max_length=128, description="Model name, or name@version; the default model when omitted."
+    )
+    count: int = Field(ge=1, le=DEFAULT_MAX_COUNT, description="Number of images (the server's max_count may be lower).")
+    seed: int | None = Field(
+        default=None, ge=0, le=MAX_SEED, description="Image i is a pure function of (model, seed, i, truncation). Random when omitted."
+    )
+    truncation: float | None = Field(
+        default=None, gt=0, le=100, allow_inf_nan=False, description="Every latent coordinate lies within +-truncation sigma."
+    )
+    format: ImageFormat = "png"
+    quality: int = Field(default=90, ge=1, le=100, description="JPEG and WebP quality.")
+    priority: Priority | None = Field(default=None, description="Default: interactive for small jobs, else bulk.")
+
+
+class JobLinks(BaseModel):
+    self: str
+    result: str
+
+
+class JobCreated(BaseModel):
+    id: str
+    status: JobStatus
+    model: str
+    count: int
+    seed: int
+    links: JobLinks
+
+
+class JobStatusResponse(BaseModel):
+    id: str
+    status: JobStatus
+    model: str
+    count: int
+    done: int
+    seed: int
+    truncation: float | None
+    format: ImageFormat
+    priority: Priority
+    created_at: float | None
+    started_at: float | None
+    finished_at: float | None
+    expires_at: float | None
+    error: str | None
+
+
+class ImageShape(BaseModel):
+    height: int
+    width: int
+    channels: int
+
+
+class ModelInfo(BaseModel):
+    name: str
+    version: str
+    sha256: str
+    latent_dim: int
+    image: ImageShape
+    prior: dict[str, object]
+    default: bool
+    provider: str
+
+
+class ModelList(BaseModel):
+    models: list[ModelInfo]
+
+
+class ErrorBody(BaseModel):
+    code: str = Field(description="Stable, machine-readable, snake_case.")
+    message: str = Field(description="What was expected, and what was received.")
+    details: dict[str, object] = Field(default_factory=dict)
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody
+
+
+class Health(BaseModel):
+    status: str
+    checks: dict[str, str] = Field(default_factory=dict)

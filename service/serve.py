@@ -1,0 +1,50 @@
+"""``synthgen serve``: run the API, a worker, or both in one process."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+import uvicorn
+
+from service.api import create_app
+from service.runtime import Runtime
+from service.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+
+async def run_worker(settings: Settings) -> None:
+    """A worker process: runs until SIGTERM or SIGINT, then finishes its work items in flight."""
+    runtime = await Runtime.start(settings, with_worker=True)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, runtime.request_stop)
+    try:
+        await runtime.wait_worker()
+    finally:
+        await runtime.close()
+
+
+def serve(role: str, host: str | None = None, port: int | None = None) -> int:
+    settings = get_settings()
+    if role != "all" and not settings.redis_url:
+        raise ValueError(
+            f"--role {role} shares work with other processes through Redis: set REDIS_URL "
+            "(only --role all can run on an embedded Redis)"
+        )
+    if role == "worker":
+        asyncio.run(run_worker(settings))
+        return 0
+    app = create_app(settings, with_worker=role == "all")
+    config = uvicorn.Config(
+        app,
+        host=host or settings.host,
+        port=settings.port if port is None else port,
+        log_level=settings.log_level,
+        proxy_headers=True,
+        timeout_graceful_shutdown=30,
+    )
+    uvicorn.Server(config).run()
+    return 0

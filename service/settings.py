@@ -1,0 +1,49 @@
+"""Typed settings for every synthgen process, read from the environment (``SYNTHGEN_*``) or ``.env``."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SYNTHGEN_", env_file=".env", extra="ignore")
+
+    # Redis: a URL (redis://, rediss://, unix://). Empty means: start an embedded redis-server.
+    redis_url: str = Field(default="", validation_alias=AliasChoices("REDIS_URL", "SYNTHGEN_REDIS_URL"))
+    embedded_redis_dir: Path | None = None  # where the embedded server keeps its socket and data
+
+    models_dir: Path = DEFAULT_MODELS_DIR
+    default_model: str = "avatars-64"  # name, or name@version
+    execution_provider: Literal["auto", "cpu", "cuda"] = "auto"
+
+    max_count: int = Field(default=1_000_000, ge=1)
+    chunk_size: int = Field(default=256, ge=1, le=65536)  # images per work item (C)
+    interactive_max_count: int = Field(default=64, ge=0)  # jobs up to this size default to interactive
+
+    batch_size: int = Field(default=64, ge=1, le=4096)  # latents per inference batch (B)
+    batch_wait_ms: float = Field(default=5.0, ge=0)  # how long the batcher waits to fill a batch (W)
+    worker_concurrency: int = Field(default=4, ge=1)  # work items in flight per worker
+    encode_threads: int = Field(default=2, ge=1)
+    ort_threads: int = Field(default=0, ge=0)  # 0: let onnxruntime decide
+    png_compress_level: int = Field(default=1, ge=0, le=9)
+    visibility_timeout_s: float = Field(default=60.0, gt=0)  # idle time before another worker reclaims
+
+    result_ttl_s: int = Field(default=86_400, ge=60)
+    job_ttl_s: int = Field(default=86_400, ge=60)
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    log_level: str = "info"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process's settings; built on first use, never at import time."""
+    return Settings()

@@ -1,0 +1,175 @@
+"""The worker: read work items, batch their latents through the decoder, encode, store, ack.
+
+Pipelining: up to ``worker_concurrency`` work items are in flight. Their latents meet in the dynamic
+batcher; while the device runs one batch, the encode pool encodes the previous ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import redis.asyncio as aioredis
+
+from service import constants as K
+from service import metrics as M
+from service.batching import DynamicBatcher
+from service.errors import NotFound
+from service.generation import RenderSpec, encode_samples, samples_to_tar
+from service.queue import JobQueue, WorkItem
+from service.registry import LoadedModel, ModelRegistry
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+HEALTH_TTL_S = 30
+
+
+class Worker:
+    def __init__(self, settings: Settings, client: aioredis.Redis, registry: ModelRegistry, name: str | None = None) -> None:
+        self.settings = settings
+        self.redis = client
+        self.registry = registry
+        self.name = name or f"{socket.gethostname()}-{os.getpid()}"
+        self.queue = JobQueue(client, settings.chunk_size, settings.job_ttl_s, settings.result_ttl_s)
+        self._infer_pool = ThreadPoolExecutor(1, thread_name_prefix="infer")  # one device, one stream of batches
+        self._encode_pool = ThreadPoolExecutor(settings.encode_threads, thread_name_prefix="encode")
+        self._batchers: dict[str, DynamicBatcher] = {}
+        self._inflight: dict[str, WorkItem] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def _batcher(self, model: LoadedModel) -> DynamicBatcher:
+        ref = model.package.ref
+        if ref not in self._batchers:
+
+            def observe(size: int, seconds: float) -> None:
+                M.BATCH_SIZE.labels(ref).observe(size)
+                M.BATCH_FILL.labels(ref).observe(size / self.settings.batch_size)
+                M.INFERENCE_SECONDS.labels(ref).observe(seconds)
+
+            batcher = DynamicBatcher(
+                model.decode, self.settings.batch_size, self.settings.batch_wait_ms / 1000, self._infer_pool, observe
+            )
+            batcher.start()
+            self._batchers[ref] = batcher
+        return self._batchers[ref]
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Work until ``stop`` is set; then finish the items in flight and return."""
+        await self.queue.ensure_groups()
+        heartbeat = asyncio.create_task(self._heartbeat(stop), name="worker-heartbeat")
+        log.info("worker %s started", self.name)
+        try:
+            backoff = 0.1
+            while not stop.is_set():
+                try:
+                    await self._fill()
+                    backoff = 0.1
+                except aioredis.RedisError as exc:
+                    log.warning("redis error while reading work (retrying in %.1f s): %s", backoff, exc)
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 5.0)
+            if self._tasks:
+                await asyncio.wait(self._tasks)
+        finally:
+            heartbeat.cancel()
+            for batcher in self._batchers.values():
+                await batcher.stop()
+            self._infer_pool.shutdown(wait=False)
+            self._encode_pool.shutdown(wait=False)
+            await self.redis.delete(K.worker_health_key(self.name))
+            log.info("worker %s stopped", self.name)
+
+    async def _fill(self) -> None:
+        """Start as many work items as there are free slots: reclaimed ones first, then new ones."""
+        free = self.settings.worker_concurrency - len(self._inflight)
+        if free <= 0:
+            await asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED)
+            return
+        min_idle = int(self.settings.visibility_timeout_s * 1000)
+        items = await self.queue.reclaim(self.name, min_idle, free)
+        if items:
+            M.REDELIVERIES.inc(len(items))
+            log.warning("reclaimed %d work items from stalled workers", len(items))
+        else:
+            items = await self.queue.read_work(self.name, free, block_ms=500)
+        for item in items:
+            self._spawn(item)
+
+    def _spawn(self, item: WorkItem) -> None:
+        self._inflight[item.entry_id] = item
+        M.WORKER_INFLIGHT.set(len(self._inflight))
+        task = asyncio.create_task(self._process(item))
+        self._tasks.add(task)
+
+        def done(t: asyncio.Task[None]) -> None:
+            self._tasks.discard(t)
+            self._inflight.pop(item.entry_id, None)
+            M.WORKER_INFLIGHT.set(len(self._inflight))
+
+        task.add_done_callback(done)
+
+    async def _heartbeat(self, stop: asyncio.Event) -> None:
+        """Write the health key, and keep this worker's claims fresh while it works."""
+        period = min(HEALTH_TTL_S / 3, self.settings.visibility_timeout_s / 3)
+        while not stop.is_set():
+            try:
+                await self.redis.set(K.worker_health_key(self.name), str(time.time()), ex=HEALTH_TTL_S)
+                await self.queue.refresh_claims(self.name, list(self._inflight.values()))
+            except aioredis.RedisError as exc:
+                log.warning("heartbeat failed: %s", exc)
+            await asyncio.sleep(period)
+
+    async def _process(self, item: WorkItem) -> None:
+        try:
+            await self._compute_and_store(item)
+        except aioredis.RedisError as exc:
+            # Left pending: another pass (here or on another worker) will reclaim it.
+            M.CHUNKS.labels("redis_error").inc()
+            log.warning("work item %s of job %s left pending: %s", item.entry_id, item.job_id, exc)
+        except Exception as exc:
+            M.CHUNKS.labels("failed").inc()
+            M.JOBS_FINISHED.labels("failed").inc()
+            log.exception("work item %s of job %s failed", item.entry_id, item.job_id)
+            await self.queue.fail_job(item, f"{type(exc).__name__}: {exc}")
+
+    async def _compute_and_store(self, item: WorkItem) -> None:
+        try:
+            job = await self.queue.get_job(item.job_id)
+        except NotFound:
+            await self.queue.skip(item)
+            M.CHUNKS.labels("skipped").inc()
+            return
+        if job["status"] in ("cancelled", "failed", "expired"):
+            await self.queue.skip(item)
+            M.CHUNKS.labels("skipped").inc()
+            return
+        await self.queue.mark_running(item.job_id)
+        model = self.registry.get(job["model"])
+        if model.package.sha256 != job["sha256"]:
+            raise RuntimeError(f"job wants {job['model']} with sha256 {job['sha256'][:12]}…, this worker has {model.package.sha256[:12]}…")
+        spec = RenderSpec(
+            seed=int(job["seed"]),
+            truncation=float(job["truncation"]) if job["truncation"] else None,
+            fmt=job["format"],
+            quality=int(job["quality"]),
+            png_compress_level=self.settings.png_compress_level,
+        )
+        indices = np.arange(item.start, item.stop, dtype=np.int64)
+        z = model.latents(spec.seed, indices, spec.truncation)
+        images = await self._batcher(model).infer(z)
+        loop = asyncio.get_running_loop()
+        started = time.perf_counter()
+        samples = await loop.run_in_executor(self._encode_pool, encode_samples, model, spec, indices, z, images)
+        tar, offsets = samples_to_tar(samples, spec.fmt)
+        M.ENCODE_SECONDS.labels(spec.fmt).observe(time.perf_counter() - started)
+        _, finished = await self.queue.complete_chunk(item, len(indices), tar, offsets)
+        M.CHUNKS.labels("done").inc()
+        M.IMAGES.labels(model.package.ref, spec.fmt).inc(len(indices))
+        M.RESULT_BYTES.inc(len(tar))
+        if finished:
+            M.JOBS_FINISHED.labels("succeeded").inc()

@@ -1,0 +1,169 @@
+"""The ``synthgen`` command. Each subcommand imports what it needs when it runs, so ``serve`` and
+``generate`` never import torch (the service image does not have it)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from synthgen import __version__
+
+log = logging.getLogger("synthgen")
+
+
+def _say(text: str) -> None:
+    sys.stdout.write(text + "\n")
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text}")
+    return value
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from aae.model import AAEConfig
+    from aae.train import TrainOptions, train
+
+    config = AAEConfig(
+        image_size=args.image_size, latent_dim=args.latent_dim, base_width=args.base_width, disc_hidden=args.disc_hidden
+    )
+    options = TrainOptions(
+        data=args.data,
+        count=args.count,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        data_seed=args.data_seed,
+        out_dir=args.out,
+        cache_dir=args.cache_dir,
+        device=args.device,
+        max_steps=args.max_steps,
+        config=config,
+    )
+    checkpoint = train(options)
+    _say(f"checkpoint: {checkpoint}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from export.onnx_export import export_package
+
+    package = export_package(args.checkpoint, args.out, name=args.name, version=args.version)
+    _say(f"model package: {package}")
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from service.generation import RenderSpec, generate_to_directory
+    from service.registry import ModelRegistry
+    from service.settings import get_settings
+
+    settings = get_settings()
+    models_dir = Path(args.models_dir) if args.models_dir else settings.models_dir
+    registry = ModelRegistry.from_directory(models_dir, args.model or settings.default_model, settings.execution_provider)
+    model = registry.get(args.model)
+    spec = RenderSpec(args.seed, args.truncation, args.format, args.quality, settings.png_compress_level)
+    out = generate_to_directory(model, spec, args.count, args.out, args.batch_size, settings.encode_threads)
+    _say(f"{args.count} images of {model.package.ref} in {out}/ (manifest.jsonl lists them)")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from service.serve import serve
+
+    return serve(args.role, args.host, args.port)
+
+
+def cmd_health(args: argparse.Namespace) -> int:
+    from service.health import check_worker_health
+
+    ok, message = check_worker_health(args.max_age, args.name)
+    _say(message)
+    return 0 if ok else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="synthgen", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"synthgen {__version__}")
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train an AAE (needs the 'train' extra)")
+    p.add_argument("--data", default="avatars", help="'avatars', 'lfw', or a folder of images")
+    p.add_argument("--count", type=_positive_int, default=20000, help="images to use")
+    p.add_argument("--epochs", type=_positive_int, default=10)
+    p.add_argument("--batch-size", type=_positive_int, default=64)
+    p.add_argument("--image-size", type=int, default=64, choices=[32, 64, 128])
+    p.add_argument("--latent-dim", type=_positive_int, default=32)
+    p.add_argument("--base-width", type=_positive_int, default=48)
+    p.add_argument("--disc-hidden", type=_positive_int, default=512)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data-seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda")
+    p.add_argument("--max-steps", type=_positive_int, default=None)
+    p.add_argument("--cache-dir", default="cache")
+    p.add_argument("--out", default="runs/aae")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("export", help="export a checkpoint's decoder to an ONNX model package")
+    p.add_argument("checkpoint")
+    p.add_argument("--out", required=True, help="package folder, e.g. models/NAME")
+    p.add_argument("--name", default=None, help="model name (default: the folder name)")
+    p.add_argument("--version", default="1")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("generate", help="generate images in-process (no server, no Redis)")
+    p.add_argument("--count", type=_positive_int, required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True)
+    p.add_argument("--truncation", type=_positive_float, default=None)
+    p.add_argument("--format", default="png", choices=["png", "jpeg", "webp", "npy"])
+    p.add_argument("--quality", type=int, default=90, choices=range(1, 101), metavar="1..100")
+    p.add_argument("--model", default=None, help="name or name@version (default: settings)")
+    p.add_argument("--models-dir", default=None)
+    p.add_argument("--batch-size", type=_positive_int, default=64)
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("serve", help="run the HTTP API and/or a worker")
+    p.add_argument("--role", default="all", choices=["all", "api", "worker"])
+    p.add_argument("--host", default=None, help="default: SYNTHGEN_HOST or 127.0.0.1")
+    p.add_argument("--port", type=int, default=None, help="default: SYNTHGEN_PORT or 8000")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("health", help="exit 0 if a worker heartbeat is fresh (a liveness probe)")
+    p.add_argument("--worker", action="store_true", required=True)
+    p.add_argument("--name", default=None, help="worker name (default: this host's workers)")
+    p.add_argument("--max-age", type=float, default=30.0)
+    p.set_defaults(func=cmd_health)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        from service.errors import SynthgenError
+
+        if isinstance(exc, SynthgenError | FileNotFoundError | ValueError):
+            sys.stderr.write(f"synthgen {args.command}: error: {exc}\n")
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())
