@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,17 +70,27 @@ class ParityReport:
 
 
 def export_onnx(head: DecoderImageHead, latent_dim: int, path: Path) -> None:
+    """Export with torch's torch.export-based exporter, a dynamic batch axis and named input/output."""
     z = torch.zeros(2, latent_dim)
-    torch.onnx.export(
-        head,
-        (z,),
-        str(path),
-        input_names=["z"],  # float32 [batch, latent_dim]
-        output_names=["images"],  # uint8 [batch, H, W, C]
-        dynamic_axes={"z": {0: "batch"}, "images": {0: "batch"}},
-        opset_version=OPSET,
-        dynamo=False,
-    )
+    batch = torch.export.Dim("batch", min=1, max=1 << 20)
+    with warnings.catch_warnings():
+        # torch's exporter warns about its own internals; none of it concerns this graph
+        warnings.simplefilter("ignore", category=FutureWarning)
+        warnings.simplefilter("ignore", category=DeprecationWarning)
+        warnings.simplefilter("ignore", category=UserWarning)
+        program = torch.onnx.export(
+            head,
+            (z,),
+            input_names=["z"],  # float32 [batch, latent_dim]
+            output_names=["images"],  # uint8 [batch, H, W, C]
+            dynamic_shapes={"z": {0: batch}},
+            opset_version=OPSET,
+            dynamo=True,
+            verbose=False,
+        )
+    if program is None:
+        raise ExportError("torch.onnx.export returned no program")
+    program.save(str(path))
     model = onnx.load(str(path))
     onnx.checker.check_model(model, full_check=True)
 

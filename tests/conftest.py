@@ -1,0 +1,66 @@
+"""Shared fixtures: a real redis-server per test, and a tiny trained and exported model package."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from service.embedded_redis import EmbeddedRedis
+
+REPO = Path(__file__).resolve().parent.parent
+SHIPPED_MODELS = REPO / "models"
+
+
+@pytest.fixture
+def redis_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., EmbeddedRedis]]:
+    """Start real redis-servers on unix sockets; every one is stopped after the test."""
+    started: list[EmbeddedRedis] = []
+
+    def start(appendonly: bool = False) -> EmbeddedRedis:
+        # unix socket paths are limited to ~100 bytes, so keep the directory short
+        server = EmbeddedRedis(tmp_path_factory.mktemp("redis"), appendonly=appendonly)
+        server.start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_factory: Callable[..., EmbeddedRedis]) -> str:
+    return redis_factory().url
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A few training steps of a tiny 32px AAE on avatar faces."""
+    pytest.importorskip("torch")
+    from aae.model import AAEConfig
+    from aae.train import TrainOptions, train
+
+    out = tmp_path_factory.mktemp("tiny-run")
+    options = TrainOptions(
+        data="avatars",
+        count=64,
+        epochs=1,
+        batch_size=16,
+        max_steps=4,
+        out_dir=str(out),
+        cache_dir=str(out / "cache"),
+        config=AAEConfig(image_size=32, latent_dim=8, base_width=8, disc_hidden=32),
+    )
+    return train(options)
+
+
+@pytest.fixture(scope="session")
+def tiny_models_dir(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A models directory holding the tiny model exported as package 'tiny', version 1."""
+    from export.onnx_export import export_package
+
+    models = tmp_path_factory.mktemp("models")
+    export_package(tiny_checkpoint, models / "tiny", name="tiny", version="1")
+    return models

@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from aae.data import avatar_faces  # noqa: E402
+from aae.model import AAE, AAEConfig, load_checkpoint  # noqa: E402
+from aae.train import AAETrainer, TrainOptions  # noqa: E402
+
+
+def _reconstruction_error(model: AAE, x: torch.Tensor) -> float:
+    model.eval()
+    with torch.no_grad():
+        error = torch.nn.functional.mse_loss(model(x), x).item()
+    model.train()
+    return error
+
+
+def test_two_phase_steps_are_finite_and_reconstruction_improves() -> None:
+    torch.manual_seed(0)
+    config = AAEConfig(image_size=32, latent_dim=8, base_width=8, disc_hidden=32)
+    trainer = AAETrainer(config, TrainOptions(lr_reconstruction=2e-3), torch.device("cpu"))
+    faces = avatar_faces(32, seed=0, size=32, progress=False)
+    x = torch.from_numpy(faces).permute(0, 3, 1, 2).float() / 255
+    before = _reconstruction_error(trainer.model, x)
+    disc_params = [p.detach().clone() for p in trainer.model.discriminator.parameters()]
+    for _ in range(60):
+        losses = trainer.step(x)
+        assert all(math.isfinite(v) for v in vars(losses).values()), losses
+        assert 0.0 <= losses.disc_accuracy <= 1.0
+    after = _reconstruction_error(trainer.model, x)
+    assert after < 0.7 * before, (before, after)
+    # the regularization phase really trained the discriminator
+    assert any(not torch.equal(a, b) for a, b in zip(disc_params, trainer.model.discriminator.parameters(), strict=True))
+
+
+def test_train_writes_checkpoint_with_config_grid_and_loss_log(tiny_checkpoint: Path) -> None:
+    run = tiny_checkpoint.parent
+    model, checkpoint = load_checkpoint(str(tiny_checkpoint))
+    assert checkpoint["config"]["latent_dim"] == 8 and checkpoint["config"]["image_size"] == 32
+    assert isinstance(model, AAE) and model.config.base_width == 8
+    assert checkpoint["summary"]["steps"] == 4
+    assert (run / "samples_epoch000.png").is_file()
+    records = [json.loads(line) for line in (run / "losses.jsonl").read_text().splitlines()]
+    assert records and {"reconstruction", "discriminator", "generator", "disc_accuracy"} <= records[-1].keys()
+
+
+def test_config_rejects_unsupported_sizes() -> None:
+    with pytest.raises(ValueError, match="image_size must be 32, 64 or 128"):
+        AAEConfig(image_size=48)
+
+
+@pytest.mark.parametrize("size", [32, 64, 128])
+def test_decoder_output_matches_image_size(size: int) -> None:
+    model = AAE(AAEConfig(image_size=size, latent_dim=4, base_width=4, disc_hidden=8)).eval()
+    with torch.no_grad():
+        images = model.decoder(torch.randn(2, 4))
+        codes = model.encoder(images)
+    assert images.shape == (2, 3, size, size) and codes.shape == (2, 4)
+    assert float(images.min()) >= 0 and float(images.max()) <= 1
