@@ -1,0 +1,1 @@
+"""The adversarial autoencoder: model, priors, data and training."""

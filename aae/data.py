@@ -162,9 +162,7 @@ def lfw_faces(size: int = 64) -> np.ndarray:
     return out
 
 
-def load_dataset(
-    source: str, count: int, size: int, seed: int = 0, cache_dir: str | Path | None = None
-) -> np.ndarray:
+def load_dataset(source: str, count: int, size: int, seed: int = 0, cache_dir: str | Path | None = None) -> np.ndarray:
     """Resolve a dataset name: ``avatars``, ``lfw``, or a path to a folder of images."""
     if source == "avatars":
         return avatar_faces(count, seed=seed, size=size, cache_dir=cache_dir)

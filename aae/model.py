@@ -7,6 +7,7 @@ each checkpoint, so any tool (the exporter in particular) can rebuild the model 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from itertools import pairwise
 from typing import Any
 
 import torch
@@ -80,7 +81,7 @@ class Decoder(nn.Module):
             nn.ReLU(inplace=True),
         )
         layers: list[nn.Module] = []
-        for in_ch, out_ch in zip(widths, widths[1:], strict=False):
+        for in_ch, out_ch in pairwise(widths):
             layers += [
                 nn.ConvTranspose2d(in_ch, out_ch, 4, stride=2, padding=1, bias=False),
                 nn.BatchNorm2d(out_ch),

@@ -141,7 +141,7 @@ def train(options: TrainOptions) -> Path:
     images = load_dataset(options.data, options.count, config.image_size, options.data_seed, options.cache_dir)
     data = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()  # uint8 [N, C, H, W]
     N = data.shape[0]
-    if N < options.batch_size:
+    if options.batch_size > N:
         raise ValueError(f"dataset has {N} images, fewer than batch_size={options.batch_size}")
     log.info("training on %d images of %s on %s", N, options.data, device)
 

@@ -20,7 +20,8 @@ def build_manifest(
     training: dict[str, Any],
     parity: dict[str, Any],
 ) -> dict[str, Any]:
-    from importlib.metadata import PackageNotFoundError, version as dist_version
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
 
     try:
         creator = f"synthgen {dist_version('synthgen')}"

@@ -133,8 +133,7 @@ def export_package(checkpoint_path: str | Path, out_dir: str | Path, name: str |
         log.info("parity: max %d grey levels, mean %.5f", report.max_error, report.mean_error)
         if not report.ok:
             raise ExportError(
-                f"onnxruntime and torch disagree by up to {report.max_error} grey levels "
-                f"(bound {report.bound}); package refused"
+                f"onnxruntime and torch disagree by up to {report.max_error} grey levels (bound {report.bound}); package refused"
             )
         manifest = build_manifest(
             name=name,

@@ -28,8 +28,8 @@ from service.runtime import Runtime
 from service.schemas import (
     ErrorResponse,
     Health,
-    ImageShape,
     ImageFormat,
+    ImageShape,
     JobCreated,
     JobLinks,
     JobRequest,
@@ -102,7 +102,6 @@ def _check_job_id(job_id: str) -> None:
         raise NotFound(f"no job with id {job_id[:80]!r}", {"id": job_id[:80]})
 
 
-
 @router.get("/v1/models", response_model=ModelList, tags=["models"])
 async def list_models(runtime: RuntimeDep) -> ModelList:
     default = runtime.registry.default.package.ref
@@ -133,7 +132,9 @@ async def create_job(body: JobRequest, runtime: RuntimeDep, settings: SettingsDe
     model = runtime.registry.get(body.model)
     seed = body.seed if body.seed is not None else secrets.randbelow(MAX_SEED + 1)
     priority = body.priority or ("interactive" if body.count <= settings.interactive_max_count else "bulk")
-    spec = JobSpec(model.package.ref, model.package.sha256, body.count, seed, body.truncation, body.format, body.quality, priority)
+    spec = JobSpec(
+        model.package.ref, model.package.sha256, body.count, seed, body.truncation, body.format, body.quality, priority
+    )
     job = await runtime.queue.create_job(spec)
     M.JOBS_CREATED.labels(model.package.ref, priority).inc()
     url = f"/v1/jobs/{job['id']}"
@@ -188,7 +189,10 @@ async def get_result(
 @router.get(
     "/v1/images/{filename}",
     tags=["images"],
-    responses={200: {"content": {t: {} for t in MEDIA_TYPES.values()}, "description": "One image"}, 304: {"description": "Not modified"}},
+    responses={
+        200: {"content": {t: {} for t in MEDIA_TYPES.values()}, "description": "One image"},
+        304: {"description": "Not modified"},
+    },
 )
 async def get_image(
     filename: str,

@@ -8,6 +8,7 @@ fails by itself and never takes the others down.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -59,10 +60,8 @@ class DynamicBatcher:
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            except asyncio.CancelledError:
-                pass
             self._task = None
         while not self._queue.empty():
             request = self._queue.get_nowait()

@@ -67,7 +67,9 @@ def tar_end() -> bytes:
     return b"\0" * (2 * tarfile.BLOCKSIZE)
 
 
-def sample_meta(index: int, seed: int, latent: np.ndarray, model_ref: str, sha256: str, truncation: float | None) -> dict[str, Any]:
+def sample_meta(
+    index: int, seed: int, latent: np.ndarray, model_ref: str, sha256: str, truncation: float | None
+) -> dict[str, Any]:
     return {
         "index": index,
         "seed": seed,
@@ -76,4 +78,3 @@ def sample_meta(index: int, seed: int, latent: np.ndarray, model_ref: str, sha25
         "model": model_ref,
         "sha256": sha256,
     }
-

@@ -29,7 +29,9 @@ _STATUS_CODES = {
 }
 
 
-def error_response(status: int, code: str, message: str, details: dict[str, Any] | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
+def error_response(
+    status: int, code: str, message: str, details: dict[str, Any] | None = None, headers: dict[str, str] | None = None
+) -> JSONResponse:
     body = {"error": {"code": code, "message": message, "details": details or {}}}
     return JSONResponse(body, status_code=status, headers=headers)
 
@@ -42,7 +44,9 @@ def _describe_validation(exc: RequestValidationError) -> tuple[str, list[dict[st
         if "input" in err and err.get("type") != "missing":
             entry["received"] = repr(err["input"])[:100]
         errors.append(entry)
-    summary = "; ".join(f"{e['field']}: {e['problem']}" + (f" (received {e['received']})" if "received" in e else "") for e in errors)
+    summary = "; ".join(
+        f"{e['field']}: {e['problem']}" + (f" (received {e['received']})" if "received" in e else "") for e in errors
+    )
     return summary or "invalid request", errors
 
 
@@ -67,7 +71,9 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(redis.exceptions.RedisError)
     async def redis_down(request: Request, exc: redis.exceptions.RedisError) -> JSONResponse:
         log.warning("redis unavailable: %s", exc)
-        return error_response(503, "unavailable", "the job store (Redis) is unreachable; retry shortly", headers={"Retry-After": "5"})
+        return error_response(
+            503, "unavailable", "the job store (Redis) is unreachable; retry shortly", headers={"Retry-After": "5"}
+        )
 
     @app.exception_handler(Exception)
     async def internal(request: Request, exc: Exception) -> JSONResponse:

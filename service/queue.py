@@ -92,7 +92,7 @@ class WorkItem:
     stop: int
 
 
-def _decode(raw: dict[bytes, bytes]) -> dict[str, str]:
+def _decode(raw: dict[Any, Any]) -> dict[str, str]:
     return {k.decode(): v.decode() for k, v in raw.items()}
 
 
@@ -192,7 +192,7 @@ class JobQueue:
         return await self._read(consumer, {s: ">" for s in K.STREAM_ORDER}, count, block_ms)
 
     async def _read(self, consumer: str, streams: dict[str, str], count: int, block: int | None) -> list[WorkItem]:
-        response = await self.redis.xreadgroup(K.WORKER_GROUP, consumer, streams, count=count, block=block)  # type: ignore[arg-type]
+        response: Any = await self.redis.xreadgroup(K.WORKER_GROUP, consumer, streams, count=count, block=block)  # type: ignore[arg-type]
         items = []
         for stream, entries in response or []:
             for entry_id, fields in entries:
@@ -203,7 +203,7 @@ class JobQueue:
         """Take over entries that another consumer has held idle for at least min_idle_ms."""
         items: list[WorkItem] = []
         for stream in K.STREAM_ORDER:
-            response = await self.redis.xautoclaim(
+            response: Any = await self.redis.xautoclaim(
                 stream, K.WORKER_GROUP, consumer, min_idle_time=min_idle_ms, start_id="0-0", count=count
             )
             entries = response[1]  # Redis 7 appends a third element, the ids of deleted entries
@@ -215,7 +215,7 @@ class JobQueue:
     async def refresh_claims(self, consumer: str, items: list[WorkItem]) -> None:
         """Reset the idle time of entries still being worked on, so nobody reclaims them."""
         for stream in K.STREAM_ORDER:
-            ids = [i.entry_id for i in items if i.stream == stream]
+            ids: list[Any] = [i.entry_id for i in items if i.stream == stream]
             if ids:
                 await self.redis.xclaim(stream, K.WORKER_GROUP, consumer, 0, ids, justid=True)
 
@@ -229,7 +229,16 @@ class JobQueue:
         very call completed the job.
         """
         keys = [K.job_key(item.job_id), K.job_done_key(item.job_id), K.result_key(item.job_id, item.chunk), item.stream]
-        args = [item.chunk, images, tar, json.dumps(offsets), self.result_ttl_s, K.WORKER_GROUP, item.entry_id, time.time()]
+        args: list[bytes | str | int | float] = [
+            item.chunk,
+            images,
+            tar,
+            json.dumps(offsets),
+            self.result_ttl_s,
+            K.WORKER_GROUP,
+            item.entry_id,
+            time.time(),
+        ]
         done, finished = await self._complete(keys=keys, args=args)
         return int(done), bool(finished)
 
@@ -248,10 +257,11 @@ class JobQueue:
             await pipe.execute()
 
     async def chunk_done(self, job_id: str, chunk: int) -> bool:
-        return bool(await self.redis.sismember(K.job_done_key(job_id), str(chunk)))  # type: ignore[misc]
+        return bool(await self.redis.sismember(K.job_done_key(job_id), str(chunk)))
 
     async def chunk_result(self, job_id: str, chunk: int) -> tuple[bytes, list[int]]:
-        tar, offsets = await self.redis.hmget(K.result_key(job_id, chunk), ["tar", "offsets"])  # type: ignore[misc]
+        values: list[Any] = await self.redis.hmget(K.result_key(job_id, chunk), ["tar", "offsets"])
+        tar, offsets = values
         if tar is None or offsets is None:
             raise NotFound(f"result of chunk {chunk} of job {job_id!r} has expired", {"id": job_id, "chunk": chunk})
         return bytes(tar), json.loads(offsets)

@@ -65,8 +65,7 @@ def open_session(package: ModelPackage, providers: list[str], threads: int = 0) 
     inputs, outputs = session.get_inputs(), session.get_outputs()
     if [i.name for i in inputs] != ["z"] or inputs[0].shape[1] != package.latent_dim:
         raise ModelPackageError(
-            f"{package.decoder_path}: expected input z [batch, {package.latent_dim}], "
-            f"got {[(i.name, i.shape) for i in inputs]}"
+            f"{package.decoder_path}: expected input z [batch, {package.latent_dim}], got {[(i.name, i.shape) for i in inputs]}"
         )
     if [o.name for o in outputs] != ["images"] or list(outputs[0].shape[1:]) != list(package.image_shape):
         raise ModelPackageError(

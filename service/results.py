@@ -31,7 +31,9 @@ async def _wait_for_chunk(queue: JobQueue, job_id: str, chunk: int, deadline: fl
         delay = min(delay * 1.5, MAX_POLL_S)
 
 
-async def stream_tar(queue: JobQueue, job_id: str, chunk_size: int, start: int, stop: int, max_wait_s: float) -> AsyncIterator[bytes]:
+async def stream_tar(
+    queue: JobQueue, job_id: str, chunk_size: int, start: int, stop: int, max_wait_s: float
+) -> AsyncIterator[bytes]:
     """Yield the tar members of samples [start, stop), then the end-of-archive blocks."""
     deadline = time.monotonic() + max_wait_s
     for chunk in range(start // chunk_size, (stop - 1) // chunk_size + 1):

@@ -25,7 +25,10 @@ class JobRequest(BaseModel):
     )
     count: int = Field(ge=1, le=DEFAULT_MAX_COUNT, description="Number of images (the server's max_count may be lower).")
     seed: int | None = Field(
-        default=None, ge=0, le=MAX_SEED, description="Image i is a pure function of (model, seed, i, truncation). Random when omitted."
+        default=None,
+        ge=0,
+        le=MAX_SEED,
+        description="Image i is a pure function of (model, seed, i, truncation). Random when omitted.",
     )
     truncation: float | None = Field(
         default=None, gt=0, le=100, allow_inf_nan=False, description="Every latent coordinate lies within +-truncation sigma."

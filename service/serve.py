@@ -7,6 +7,7 @@ import logging
 import signal
 
 import uvicorn
+from prometheus_client import start_http_server
 
 from service.api import create_app
 from service.runtime import Runtime
@@ -15,8 +16,14 @@ from service.settings import Settings, get_settings
 log = logging.getLogger(__name__)
 
 
-async def run_worker(settings: Settings) -> None:
-    """A worker process: runs until SIGTERM or SIGINT, then finishes its work items in flight."""
+async def run_worker(settings: Settings, metrics_host: str, metrics_port: int) -> None:
+    """A worker process: runs until SIGTERM or SIGINT, then finishes its work items in flight.
+
+    It serves Prometheus metrics on metrics_host:metrics_port (0 disables them).
+    """
+    if metrics_port:
+        start_http_server(metrics_port, addr=metrics_host)
+        log.info("worker metrics on http://%s:%d/metrics", metrics_host, metrics_port)
     runtime = await Runtime.start(settings, with_worker=True)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -34,14 +41,16 @@ def serve(role: str, host: str | None = None, port: int | None = None) -> int:
             f"--role {role} shares work with other processes through Redis: set REDIS_URL "
             "(only --role all can run on an embedded Redis)"
         )
+    host = host or settings.host
+    port = settings.port if port is None else port
     if role == "worker":
-        asyncio.run(run_worker(settings))
+        asyncio.run(run_worker(settings, host, port))
         return 0
     app = create_app(settings, with_worker=role == "all")
     config = uvicorn.Config(
         app,
-        host=host or settings.host,
-        port=settings.port if port is None else port,
+        host=host,
+        port=port,
         log_level=settings.log_level,
         proxy_headers=True,
         timeout_graceful_shutdown=30,

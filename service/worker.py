@@ -151,7 +151,9 @@ class Worker:
         await self.queue.mark_running(item.job_id)
         model = self.registry.get(job["model"])
         if model.package.sha256 != job["sha256"]:
-            raise RuntimeError(f"job wants {job['model']} with sha256 {job['sha256'][:12]}…, this worker has {model.package.sha256[:12]}…")
+            raise RuntimeError(
+                f"job wants {job['model']} with sha256 {job['sha256'][:12]}…, this worker has {model.package.sha256[:12]}…"
+            )
         spec = RenderSpec(
             seed=int(job["seed"]),
             truncation=float(job["truncation"]) if job["truncation"] else None,

@@ -8,7 +8,7 @@ from PIL import Image
 
 pytest.importorskip("python_avatars")
 
-from aae.data import avatar_faces, image_folder, lfw_faces, render_avatar  # noqa: E402
+from aae.data import avatar_faces, image_folder, lfw_faces, render_avatar
 
 
 def test_avatar_is_a_pure_function_of_seed_and_index() -> None:

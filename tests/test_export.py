@@ -9,10 +9,10 @@ import pytest
 
 pytest.importorskip("torch")
 
-import export.onnx_export as onnx_export  # noqa: E402
-from service.errors import ModelPackageError  # noqa: E402
-from service.model_package import load_package, sha256_file  # noqa: E402
-from service.registry import ModelRegistry  # noqa: E402
+import export.onnx_export as onnx_export
+from service.errors import ModelPackageError
+from service.model_package import load_package, sha256_file
+from service.registry import ModelRegistry
 
 
 def test_round_trip_parity_and_manifest(tiny_models_dir: Path) -> None:
@@ -44,7 +44,9 @@ def test_onnx_matches_torch_on_fresh_latents(tiny_checkpoint: Path, tiny_models_
     assert np.abs(got.astype(int) - want.astype(int)).max() <= 1
 
 
-def test_export_refuses_a_package_that_fails_parity(tiny_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_export_refuses_a_package_that_fails_parity(
+    tiny_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(onnx_export, "PARITY_BOUND_GREY_LEVELS", -1)  # nothing can pass
     with pytest.raises(onnx_export.ExportError, match="package refused"):
         onnx_export.export_package(tiny_checkpoint, tmp_path / "refused")
@@ -75,10 +77,10 @@ def test_truncated_decoder_is_refused(package_copy: Path) -> None:
 
 def test_missing_files_are_refused(package_copy: Path) -> None:
     (package_copy / "decoder.onnx").unlink()
-    with pytest.raises(ModelPackageError, match="decoder.onnx: missing"):
+    with pytest.raises(ModelPackageError, match=r"decoder\.onnx: missing"):
         load_package(package_copy)
     (package_copy / "manifest.json").unlink()
-    with pytest.raises(ModelPackageError, match="manifest.json: missing"):
+    with pytest.raises(ModelPackageError, match=r"manifest\.json: missing"):
         load_package(package_copy)
 
 

@@ -132,7 +132,9 @@ def test_formats(client: TestClient) -> None:
         ({}, 422, "invalid_request", "count: Field required"),
     ],
 )
-def test_bad_bodies_get_the_documented_error(client: TestClient, body: dict[str, Any], status: int, code: str, fragment: str) -> None:
+def test_bad_bodies_get_the_documented_error(
+    client: TestClient, body: dict[str, Any], status: int, code: str, fragment: str
+) -> None:
     response = client.post("/v1/jobs", json=body)
     assert response.status_code == status, response.text
     error = response.json()["error"]

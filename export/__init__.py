@@ -1,0 +1,1 @@
+"""torch checkpoint -> model package (ONNX decoder + manifest), checked against torch."""

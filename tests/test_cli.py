@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from synthgen.cli import main
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_serving_modules_never_import_torch() -> None:
+    code = (
+        "import sys; import synthgen.cli, service.api, service.serve, service.generation, service.worker; "
+        "sys.exit('torch imported' if 'torch' in sys.modules else 0)"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
+
+
+def test_generate_writes_images_and_manifest(tiny_models_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "faces"
+    args = ["generate", "--count", "10", "--seed", "4", "--out", str(out), "--models-dir", str(tiny_models_dir)]
+    assert main([*args, "--model", "tiny", "--batch-size", "3"]) == 0
+    files = sorted(p.name for p in out.glob("*.png"))
+    assert files == [f"{i:08d}.png" for i in range(10)]
+    lines = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+    assert [r["index"] for r in lines] == list(range(10)) and lines[3]["file"] == "00000003.png"
+    assert lines[0]["seed"] == 4 and lines[0]["model"] == "tiny@1" and len(lines[0]["latent"]) == 8
+    image = np.asarray(Image.open(out / "00000007.png"))
+    assert image.shape == (32, 32, 3)
+
+    again = tmp_path / "again"
+    assert main([*args[:5], "--out", str(again), "--models-dir", str(tiny_models_dir), "--model", "tiny@1"]) == 0
+    assert all((out / f).read_bytes() == (again / f).read_bytes() for f in files)
+
+
+def test_generate_errors_are_one_clear_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["generate", "--count", "1", "--out", str(tmp_path / "x"), "--models-dir", str(tmp_path / "none")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "models directory does not exist" in err
+    with pytest.raises(SystemExit):
+        main(["generate", "--count", "0", "--out", str(tmp_path)])
+    assert "expected an integer >= 1, got 0" in capsys.readouterr().err
+
+
+def test_worker_role_needs_a_shared_redis(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from service.settings import get_settings
+
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    get_settings.cache_clear()
+    try:
+        assert main(["serve", "--role", "worker"]) == 2
+    finally:
+        get_settings.cache_clear()
+    assert "set REDIS_URL" in capsys.readouterr().err
+
+
+def test_shipped_model_generates_faces(tmp_path: Path) -> None:
+    if not (REPO / "models" / "avatars-64" / "manifest.json").is_file():
+        pytest.skip("no shipped model package under models/")
+    assert main(["generate", "--count", "4", "--out", str(tmp_path)]) == 0
+    image = np.asarray(Image.open(tmp_path / "00000000.png"))
+    assert image.shape == (64, 64, 3) and image.std() > 10
