@@ -1,0 +1,34 @@
+# synthgen: set-up, demo and tests. Each target installs what it needs first.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --quiet --disable-pip-version-check
+
+.PHONY: install demo serve test lint typecheck
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PIP) install torch==2.13.0  # first, and exactly this version: the CPU build
+	$(PIP) install -e '.[train,test]'
+	touch $@
+
+install: $(VENV)/.installed
+
+## make demo: 100 faces from the shipped model, in-process, into faces/
+demo: install
+	$(VENV)/bin/synthgen generate --count 100 --seed 0 --out faces
+
+## make serve: the API and a worker on an embedded Redis, at http://127.0.0.1:8000
+serve: install
+	$(VENV)/bin/synthgen serve
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: install
+	$(VENV)/bin/mypy
+
+## make test: lint, type check and the whole test suite (helm/kubectl/hadolint are installed offline first)
+test: install lint typecheck
+	bash scripts/install_deploy_tools.sh
+	$(PY) -m pytest
