@@ -1,13 +1,33 @@
-"""The model package's ``manifest.json``: what the service needs to load and trust a decoder."""
+"""The model package's ``manifest.json``, and the same metadata written into each ONNX graph."""
 
 from __future__ import annotations
 
 import json
 import time
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as dist_version
 from pathlib import Path
 from typing import Any
 
 from service.model_package import MANIFEST_FORMAT, sha256_file
+
+
+def _creator() -> str:
+    try:
+        return f"synthgen {dist_version('synthgen')}"
+    except PackageNotFoundError:
+        return "synthgen (not installed)"
+
+
+def _graph_entry(file: str, input_name: str, output_name: str, input_dtype: str, output_dtype: str) -> dict[str, str]:
+    return {
+        "file": file,
+        "input": input_name,
+        "output": output_name,
+        "input_dtype": input_dtype,
+        "output_dtype": output_dtype,
+        "layout": "NHWC",  # of the images, whichever side they are on
+    }
 
 
 def build_manifest(
@@ -15,20 +35,16 @@ def build_manifest(
     name: str,
     version: str,
     config: dict[str, Any],
-    files: list[Path],
     checkpoint_path: Path,
     training: dict[str, Any],
     parity: dict[str, Any],
+    graph: dict[str, Any],
+    uniqueness: dict[str, Any],
+    with_encoder: bool,
 ) -> dict[str, Any]:
-    from importlib.metadata import PackageNotFoundError
-    from importlib.metadata import version as dist_version
-
-    try:
-        creator = f"synthgen {dist_version('synthgen')}"
-    except PackageNotFoundError:
-        creator = "synthgen (not installed)"
+    """Everything but the file hashes, which ``write_manifest`` adds once the files are final."""
     size = int(config["image_size"])
-    return {
+    manifest: dict[str, Any] = {
         "format": MANIFEST_FORMAT,
         "name": name,
         "version": version,
@@ -36,16 +52,55 @@ def build_manifest(
         "prior": config["prior"],
         "image": {"height": size, "width": size, "channels": int(config["channels"])},
         "value_range": [0, 255],
-        "decoder": {"file": "decoder.onnx", "input": "z", "output": "images", "layout": "NHWC", "dtype": "uint8"},
-        "files": {f.name: {"sha256": sha256_file(f), "bytes": f.stat().st_size} for f in files},
+        "decoder": {
+            "file": "decoder.onnx",
+            "input": "z",
+            "output": "images",
+            "input_dtype": "float32",
+            "output_dtype": "uint8",
+            "layout": "NHWC",
+        },
+        "decoder_fp16": _graph_entry("decoder.fp16.onnx", "z", "images", "float32", "uint8"),
         "checkpoint_sha256": sha256_file(checkpoint_path),
         "config": config,
         "training": training,
         "parity": parity,
-        "created_by": creator,
+        "graph": graph,
+        "uniqueness": uniqueness,
+        "created_by": _creator(),
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    if with_encoder:
+        manifest["encoder"] = {
+            "file": "encoder.onnx",
+            "input": "images",
+            "output": "z",
+            "input_dtype": "uint8",
+            "output_dtype": "float32",
+            "layout": "NHWC",
+        }
+    return manifest
+
+
+def onnx_metadata(manifest: dict[str, Any], filename: str) -> dict[str, str]:
+    """The metadata_props of one graph: enough to identify it and its package without the manifest."""
+    return {
+        "synthgen.format": manifest["format"],
+        "synthgen.name": manifest["name"],
+        "synthgen.version": manifest["version"],
+        "synthgen.file": filename,
+        "synthgen.latent_dim": str(manifest["latent_dim"]),
+        "synthgen.prior": json.dumps(manifest["prior"], sort_keys=True),
+        "synthgen.image": json.dumps(manifest["image"], sort_keys=True),
+        "synthgen.value_range": json.dumps(manifest["value_range"]),
+        "synthgen.checkpoint_sha256": manifest["checkpoint_sha256"],
+        "synthgen.uniqueness": json.dumps(manifest["uniqueness"], sort_keys=True),
+        "synthgen.created_by": manifest["created_by"],
+        "synthgen.created_at": manifest["created_at"],
     }
 
 
-def write_manifest(path: Path, manifest: dict[str, Any]) -> None:
+def write_manifest(path: Path, manifest: dict[str, Any], files: list[Path]) -> None:
+    """Add the sha256 and size of every file, then write the manifest."""
+    manifest["files"] = {f.name: {"sha256": sha256_file(f), "bytes": f.stat().st_size} for f in files}
     path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")

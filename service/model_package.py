@@ -5,13 +5,24 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
 from pathlib import Path
 from typing import Any
+
+import jsonschema
 
 from service.errors import ModelPackageError
 
 MANIFEST_FORMAT = "synthgen.model-package/1"
-_REQUIRED = ("format", "name", "version", "latent_dim", "prior", "image", "files", "decoder")
+
+
+@lru_cache
+def manifest_schema() -> dict[str, Any]:
+    """The JSON schema every manifest.json must satisfy (service/manifest_schema.json)."""
+    text = resources.files("service").joinpath("manifest_schema.json").read_text(encoding="utf-8")
+    schema: dict[str, Any] = json.loads(text)
+    return schema
 
 
 def sha256_file(path: Path) -> str:
@@ -59,6 +70,20 @@ class ModelPackage:
         return self.path / str(self.manifest["decoder"]["file"])
 
     @property
+    def decoder_fp16_path(self) -> Path | None:
+        entry = self.manifest.get("decoder_fp16")
+        return self.path / str(entry["file"]) if entry else None
+
+    @property
+    def encoder_path(self) -> Path | None:
+        entry = self.manifest.get("encoder")
+        return self.path / str(entry["file"]) if entry else None
+
+    @property
+    def uniqueness_threshold(self) -> float:
+        return float(self.manifest["uniqueness"]["threshold"])
+
+    @property
     def sha256(self) -> str:
         """The identity of the model: the sha256 of its decoder graph."""
         return str(self.manifest["files"][self.manifest["decoder"]["file"]]["sha256"])
@@ -74,11 +99,10 @@ def _read_manifest(path: Path) -> dict[str, Any]:
         raise ModelPackageError(f"{manifest_path}: not valid JSON ({exc})") from exc
     if not isinstance(manifest, dict):
         raise ModelPackageError(f"{manifest_path}: expected a JSON object, got {type(manifest).__name__}")
-    missing = [key for key in _REQUIRED if key not in manifest]
-    if missing:
-        raise ModelPackageError(f"{manifest_path}: missing fields {missing}")
-    if manifest["format"] != MANIFEST_FORMAT:
-        raise ModelPackageError(f"{manifest_path}: format {manifest['format']!r} is not {MANIFEST_FORMAT!r}")
+    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(manifest_schema()).iter_errors(manifest))
+    if error is not None:
+        where = "/".join(str(p) for p in error.absolute_path) or "(top level)"
+        raise ModelPackageError(f"{manifest_path}: does not match the manifest schema at {where}: {error.message}")
     return manifest
 
 
@@ -91,15 +115,16 @@ def load_package(path: str | Path) -> ModelPackage:
         if not file_path.is_file():
             raise ModelPackageError(f"{file_path}: missing; listed in {root / 'manifest.json'}")
         size = file_path.stat().st_size
-        if size != entry.get("bytes", size):
-            raise ModelPackageError(f"{file_path}: {size} bytes, manifest says {entry['bytes']} (truncated?)")
+        if size != entry["bytes"]:
+            why = "truncated" if size < entry["bytes"] else "replaced or appended to"
+            raise ModelPackageError(f"{file_path}: {size} bytes, manifest says {entry['bytes']} ({why}?)")
         actual = sha256_file(file_path)
         if actual != entry["sha256"]:
             raise ModelPackageError(f"{file_path}: sha256 {actual[:12]}… does not match manifest {entry['sha256'][:12]}…")
-    package = ModelPackage(root, manifest)
-    if manifest["decoder"]["file"] not in manifest["files"]:
-        raise ModelPackageError(f"{root / 'manifest.json'}: decoder file is not listed under files")
-    return package
+    for role in ("decoder", "decoder_fp16", "encoder"):
+        if role in manifest and manifest[role]["file"] not in manifest["files"]:
+            raise ModelPackageError(f"{root / 'manifest.json'}: {role} file {manifest[role]['file']} is not listed under files")
+    return ModelPackage(root, manifest)
 
 
 def discover_packages(models_dir: str | Path) -> list[ModelPackage]:

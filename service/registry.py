@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import logging
-import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +32,6 @@ class LoadedModel:
 
     package: ModelPackage
     session: ort.InferenceSession
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def provider(self) -> str:
@@ -53,25 +51,47 @@ class LoadedModel:
         return self.decode(self.latents(seed, indices, truncation))
 
 
+def decoder_for(package: ModelPackage, providers: list[str]) -> Path:
+    """The fp16 decoder on CUDA, when the package has one; the fp32 decoder everywhere else (never fp16 on CPU)."""
+    if providers[0] == "CUDAExecutionProvider" and package.decoder_fp16_path is not None:
+        return package.decoder_fp16_path
+    return package.decoder_path
+
+
+def _check_metadata(package: ModelPackage, path: Path, session: ort.InferenceSession) -> None:
+    meta = session.get_modelmeta().custom_metadata_map
+    expected = {
+        "synthgen.name": package.name,
+        "synthgen.version": package.version,
+        "synthgen.latent_dim": str(package.latent_dim),
+    }
+    wrong = {k: meta.get(k) for k, v in expected.items() if meta.get(k) != v}
+    if wrong:
+        raise ModelPackageError(f"{path}: graph metadata {wrong} does not match manifest {package.ref} (mismatched package?)")
+
+
 def open_session(package: ModelPackage, providers: list[str], threads: int = 0) -> ort.InferenceSession:
+    """An onnxruntime session of the package's decoder, refused unless its names, shapes and metadata match."""
+    path = decoder_for(package, providers)
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if threads:
         options.intra_op_num_threads = threads
     try:
-        session = ort.InferenceSession(str(package.decoder_path), options, providers=providers)
+        session = ort.InferenceSession(str(path), options, providers=providers)
     except Exception as exc:  # onnxruntime raises its own exception types for a bad graph
-        raise ModelPackageError(f"{package.decoder_path}: onnxruntime cannot load it ({exc})") from exc
+        raise ModelPackageError(f"{path}: onnxruntime cannot load it ({exc})") from exc
     inputs, outputs = session.get_inputs(), session.get_outputs()
     if [i.name for i in inputs] != ["z"] or inputs[0].shape[1] != package.latent_dim:
         raise ModelPackageError(
-            f"{package.decoder_path}: expected input z [batch, {package.latent_dim}], got {[(i.name, i.shape) for i in inputs]}"
+            f"{path}: expected input z [batch, {package.latent_dim}], got {[(i.name, i.shape) for i in inputs]}"
         )
     if [o.name for o in outputs] != ["images"] or list(outputs[0].shape[1:]) != list(package.image_shape):
         raise ModelPackageError(
-            f"{package.decoder_path}: expected output images [batch, {', '.join(map(str, package.image_shape))}], "
+            f"{path}: expected output images [batch, {', '.join(map(str, package.image_shape))}], "
             f"got {[(o.name, o.shape) for o in outputs]}"
         )
+    _check_metadata(package, path, session)
     return session
 
 

@@ -57,10 +57,17 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from export.onnx_export import export_package
+    from export.package import describe_result, export_package, verify_package
 
-    package = export_package(args.checkpoint, args.out, name=args.name, version=args.version)
-    _say(f"model package: {package}")
+    if args.verify:
+        for line in verify_package(args.verify, args.checkpoint):
+            _say(line)
+        _say("package verified")
+        return 0
+    if not args.checkpoint or not args.out:
+        raise ValueError("expected: synthgen export CHECKPOINT --out models/NAME (or: synthgen export --verify PACKAGE)")
+    result = export_package(args.checkpoint, args.out, name=args.name, version=args.version, with_encoder=not args.no_encoder)
+    _say(describe_result(result))
     return 0
 
 
@@ -117,10 +124,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("export", help="export a checkpoint's decoder to an ONNX model package")
-    p.add_argument("checkpoint")
-    p.add_argument("--out", required=True, help="package folder, e.g. models/NAME")
+    p.add_argument("checkpoint", nargs="?", help="a checkpoint written by synthgen train")
+    p.add_argument("--out", help="package folder, e.g. models/NAME")
     p.add_argument("--name", default=None, help="model name (default: the folder name)")
     p.add_argument("--version", default="1")
+    p.add_argument("--no-encoder", action="store_true", help="leave encoder.onnx out of the package")
+    p.add_argument("--verify", metavar="PACKAGE", help="re-check an existing package (with CHECKPOINT: also against torch)")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("generate", help="generate images in-process (no server, no Redis)")
@@ -159,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         from service.errors import SynthgenError
 
-        if isinstance(exc, SynthgenError | FileNotFoundError | ValueError):
+        from_export = type(exc).__name__ == "ExportError"
+        if from_export or isinstance(exc, SynthgenError | FileNotFoundError | ValueError):
             sys.stderr.write(f"synthgen {args.command}: error: {exc}\n")
             return 2
         raise

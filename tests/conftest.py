@@ -59,7 +59,7 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_models_dir(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A models directory holding the tiny model exported as package 'tiny', version 1."""
-    from export.onnx_export import export_package
+    from export.package import export_package
 
     models = tmp_path_factory.mktemp("models")
     export_package(tiny_checkpoint, models / "tiny", name="tiny", version="1")

@@ -1,0 +1,178 @@
+"""Torch checkpoint -> model package, and re-verification of an existing package.
+
+A package is a folder: ``decoder.onnx``, ``decoder.fp16.onnx``, optionally ``encoder.onnx``,
+``samples.png`` and ``manifest.json``. It is written to a staging folder beside its destination and
+moved into place only after every parity check has passed, so a refused export leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from aae.data import image_grid
+from aae.model import AAE, load_checkpoint
+from export.graphs import (
+    OPSET,
+    DecoderImageHead,
+    EncoderImageHead,
+    ExportError,
+    GraphStats,
+    check_graph,
+    convert_fp16,
+    export_graph,
+    read_metadata,
+    simplify_if_it_helps,
+    write_metadata,
+)
+from export.manifest import build_manifest, onnx_metadata, write_manifest
+from export.parity import (
+    DECODER_BOUND,
+    DECODER_FP16_BOUND,
+    ENCODER_BOUND,
+    ParityReport,
+    compare,
+    compare_onnx,
+    parity_latents,
+)
+from service.model_package import ModelPackage, load_package
+from service.uniqueness import METRIC, calibrate_threshold
+
+log = logging.getLogger(__name__)
+CALIBRATION_SAMPLES = 2048
+
+
+@dataclass
+class ExportResult:
+    path: Path
+    parity: dict[str, ParityReport] = field(default_factory=dict)
+    graph: GraphStats | None = None
+
+
+def _check(report: ParityReport, what: str) -> ParityReport:
+    log.info("%s", report.describe(what))
+    if not report.ok:
+        raise ExportError(f"{report.describe(what)}: exceeds its bound; package refused")
+    return report
+
+
+def _export_graphs(model: AAE, staging: Path, with_encoder: bool) -> tuple[dict[str, ParityReport], GraphStats]:
+    config = model.config
+    std = float(config.prior.get("std", 1.0))
+    z = parity_latents(config.latent_dim, std=std)
+    decoder = DecoderImageHead(model).eval()
+    export_graph(decoder, torch.zeros(2, config.latent_dim), "z", "images", staging / "decoder.onnx")
+    stats = simplify_if_it_helps(staging / "decoder.onnx", {"z": z[:64]})
+    parity = {"decoder": _check(compare(decoder, staging / "decoder.onnx", z, "z", DECODER_BOUND, "grey levels"), "decoder")}
+    convert_fp16(staging / "decoder.onnx", staging / "decoder.fp16.onnx")
+    parity["decoder_fp16"] = _check(
+        compare(decoder, staging / "decoder.fp16.onnx", z, "z", DECODER_FP16_BOUND, "grey levels"), "decoder fp16"
+    )
+    if with_encoder:
+        encoder = EncoderImageHead(model).eval()
+        size = config.image_size
+        example = torch.zeros(2, size, size, config.channels, dtype=torch.uint8)
+        export_graph(encoder, example, "images", "z", staging / "encoder.onnx")
+        with torch.no_grad():
+            images = decoder(torch.from_numpy(z)).numpy()
+        parity["encoder"] = _check(
+            compare(encoder, staging / "encoder.onnx", images, "images", ENCODER_BOUND, "latent units"), "encoder"
+        )
+    return parity, stats
+
+
+def _samples(model: AAE, staging: Path) -> np.ndarray:
+    """Decode prior samples: a grid for people, and the calibration set of the uniqueness threshold."""
+    std = float(model.config.prior.get("std", 1.0))
+    z = torch.from_numpy(np.random.default_rng(1).standard_normal((CALIBRATION_SAMPLES, model.config.latent_dim)) * std).float()
+    with torch.no_grad():
+        images: np.ndarray = DecoderImageHead(model).eval()(z).numpy()
+    image_grid(images[:64], columns=8).save(staging / "samples.png")
+    return images
+
+
+def export_package(
+    checkpoint_path: str | Path, out_dir: str | Path, name: str | None = None, version: str = "1", with_encoder: bool = True
+) -> ExportResult:
+    """Export a trained checkpoint to a model package at ``out_dir``; refuse it if any parity check fails."""
+    out = Path(out_dir)
+    name = name or out.name
+    model, checkpoint = load_checkpoint(str(checkpoint_path))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    try:
+        parity, stats = _export_graphs(model, staging, with_encoder)
+        samples = _samples(model, staging)
+        uniqueness = {
+            "metric": METRIC,
+            "threshold": calibrate_threshold(samples),
+            "calibration": {"samples": len(samples), "quantile": 0.01, "of": "nearest-neighbour distances between samples"},
+        }
+        files = sorted(p for p in staging.iterdir() if p.suffix in (".onnx", ".png"))
+        manifest = build_manifest(
+            name=name,
+            version=version,
+            config=model.config.to_dict(),
+            checkpoint_path=Path(checkpoint_path),
+            training=checkpoint.get("summary", {}),
+            parity={k: v.to_dict() for k, v in parity.items()},
+            graph={"opset": OPSET, **stats.to_dict()},
+            uniqueness=uniqueness,
+            with_encoder=with_encoder,
+        )
+        for graph in (p for p in files if p.suffix == ".onnx"):
+            write_metadata(graph, onnx_metadata(manifest, graph.name))
+        write_manifest(staging / "manifest.json", manifest, files)
+        load_package(staging)  # the package must pass the service's own checks
+        if out.exists():
+            shutil.rmtree(out)
+        staging.chmod(0o755)  # mkdtemp makes it private; a package is meant to be shared
+        staging.replace(out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return ExportResult(out, parity, stats)
+
+
+def verify_package(path: str | Path, checkpoint_path: str | Path | None = None) -> list[str]:
+    """Re-check a package: schema, sha256s, ONNX validity, metadata, and parity. Returns report lines."""
+    package: ModelPackage = load_package(path)  # schema, sizes and sha256s; raises ModelPackageError
+    lines = [f"{package.ref}: manifest valid, {len(package.manifest['files'])} files match their sha256"]
+    graphs = [package.path / package.manifest[k]["file"] for k in ("decoder", "decoder_fp16", "encoder") if k in package.manifest]
+    for graph in graphs:
+        check_graph(graph)
+        meta = read_metadata(graph)
+        if meta.get("synthgen.name") != package.name or meta.get("synthgen.version") != package.version:
+            raise ExportError(
+                f"{graph}: metadata names {meta.get('synthgen.name')}@{meta.get('synthgen.version')}, manifest {package.ref}"
+            )
+    lines.append(f"{len(graphs)} graphs pass onnx.checker and carry matching metadata")
+    z = parity_latents(package.latent_dim, std=package.prior_std)
+    if checkpoint_path is not None:
+        model, _ = load_checkpoint(str(checkpoint_path))
+        head = DecoderImageHead(model)
+        lines.append(
+            _check(compare(head, package.decoder_path, z, "z", DECODER_BOUND, "grey levels"), "decoder vs torch").describe(
+                "decoder vs torch"
+            )
+        )
+    if "decoder_fp16" in package.manifest:
+        fp16 = package.path / package.manifest["decoder_fp16"]["file"]
+        report = _check(compare_onnx(package.decoder_path, fp16, z, "z", DECODER_FP16_BOUND, "grey levels"), "fp16 vs fp32")
+        lines.append(report.describe("decoder fp16 vs fp32"))
+    return lines
+
+
+def describe_result(result: ExportResult) -> str:
+    parts = [f"model package: {result.path}"]
+    parts += [report.describe(what) for what, report in result.parity.items()]
+    if result.graph is not None:
+        parts.append(f"graph: {json.dumps(result.graph.to_dict())}")
+    return "\n".join(parts)
