@@ -23,6 +23,7 @@ from service.errors import Conflict, InvalidRequest, NotFound
 from service.http_errors import install_error_handlers
 from service.latents import MAX_SEED
 from service.queue import TERMINAL, JobSpec, job_view
+from service.registry import ModelRegistry
 from service.results import stream_tar
 from service.runtime import Runtime
 from service.schemas import (
@@ -59,13 +60,13 @@ RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 router = APIRouter()
 
 
-def create_app(settings: Settings | None = None, with_worker: bool = True) -> FastAPI:
-    """Build the app; the lifespan loads models, connects Redis and (optionally) runs a worker."""
+def create_app(settings: Settings | None = None, with_worker: bool = True, registry: ModelRegistry | None = None) -> FastAPI:
+    """Build the app; the lifespan loads models (unless given), connects Redis and (optionally) runs a worker."""
     settings = settings or get_settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.runtime = await Runtime.start(settings, with_worker)
+        app.state.runtime = await Runtime.start(settings, with_worker, registry)
         try:
             yield
         finally:

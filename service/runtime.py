@@ -17,6 +17,13 @@ from service.worker import Worker
 log = logging.getLogger(__name__)
 
 
+def load_registry(settings: Settings) -> ModelRegistry:
+    """Every package under the models folder, verified; raises ModelPackageError naming the bad file."""
+    return ModelRegistry.from_directory(
+        settings.models_dir, settings.default_model, settings.execution_provider, settings.ort_threads
+    )
+
+
 @dataclass
 class Runtime:
     settings: Settings
@@ -28,15 +35,10 @@ class Runtime:
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
 
     @classmethod
-    async def start(cls, settings: Settings, with_worker: bool) -> Runtime:
+    async def start(cls, settings: Settings, with_worker: bool, registry: ModelRegistry | None = None) -> Runtime:
         """Load and verify the models first: a bad package stops the process before anything else starts."""
-        registry = await asyncio.to_thread(
-            ModelRegistry.from_directory,
-            settings.models_dir,
-            settings.default_model,
-            settings.execution_provider,
-            settings.ort_threads,
-        )
+        if registry is None:
+            registry = await asyncio.to_thread(load_registry, settings)
         embedded = None
         url = settings.redis_url
         if not url:

@@ -10,13 +10,14 @@ import uvicorn
 from prometheus_client import start_http_server
 
 from service.api import create_app
-from service.runtime import Runtime
+from service.registry import ModelRegistry
+from service.runtime import Runtime, load_registry
 from service.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 
 
-async def run_worker(settings: Settings, metrics_host: str, metrics_port: int) -> None:
+async def run_worker(settings: Settings, registry: ModelRegistry, metrics_host: str, metrics_port: int) -> None:
     """A worker process: runs until SIGTERM or SIGINT, then finishes its work items in flight.
 
     It serves Prometheus metrics on metrics_host:metrics_port (0 disables them).
@@ -24,7 +25,7 @@ async def run_worker(settings: Settings, metrics_host: str, metrics_port: int) -
     if metrics_port:
         start_http_server(metrics_port, addr=metrics_host)
         log.info("worker metrics on http://%s:%d/metrics", metrics_host, metrics_port)
-    runtime = await Runtime.start(settings, with_worker=True)
+    runtime = await Runtime.start(settings, with_worker=True, registry=registry)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, runtime.request_stop)
@@ -43,10 +44,12 @@ def serve(role: str, host: str | None = None, port: int | None = None) -> int:
         )
     host = host or settings.host
     port = settings.port if port is None else port
+    # Verify every model package before anything starts: a bad one stops the process with one line.
+    registry = load_registry(settings)
     if role == "worker":
-        asyncio.run(run_worker(settings, host, port))
+        asyncio.run(run_worker(settings, registry, host, port))
         return 0
-    app = create_app(settings, with_worker=role == "all")
+    app = create_app(settings, with_worker=role == "all", registry=registry)
     config = uvicorn.Config(
         app,
         host=host,

@@ -66,3 +66,34 @@ def test_shipped_model_generates_faces(tmp_path: Path) -> None:
     assert main(["generate", "--count", "4", "--out", str(tmp_path)]) == 0
     image = np.asarray(Image.open(tmp_path / "00000000.png"))
     assert image.shape == (64, 64, 3) and image.std() > 10
+
+
+def test_export_verify_and_refusal(tiny_models_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("torch")
+    assert main(["export", "--verify", str(tiny_models_dir / "tiny")]) == 0
+    assert "package verified" in capsys.readouterr().out
+    import shutil
+
+    bad = tmp_path / "tiny"
+    shutil.copytree(tiny_models_dir / "tiny", bad)
+    (bad / "samples.png").write_bytes(b"not the picture")
+    assert main(["export", "--verify", str(bad)]) == 2
+    assert "samples.png: 15 bytes" in capsys.readouterr().err
+
+
+def test_serve_refuses_a_tampered_package_with_one_line(tiny_models_dir: Path, tmp_path: Path) -> None:
+    import os
+    import shutil
+
+    models = tmp_path / "models"
+    shutil.copytree(tiny_models_dir / "tiny", models / "tiny")
+    data = bytearray((models / "tiny" / "decoder.onnx").read_bytes())
+    data[100] ^= 0x01
+    (models / "tiny" / "decoder.onnx").write_bytes(bytes(data))
+    env = {**os.environ, "SYNTHGEN_MODELS_DIR": str(models), "SYNTHGEN_DEFAULT_MODEL": "tiny", "REDIS_URL": ""}
+    done = subprocess.run(
+        [sys.executable, "-m", "synthgen.cli", "serve", "--port", "0"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "decoder.onnx: sha256" in lines[0] and "does not match manifest" in lines[0], done.stderr
