@@ -18,8 +18,9 @@ from fastapi.responses import StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from service import metrics as M
+from service.admission import admit, read_stats
 from service.encoders import MEDIA_TYPES, encode_image
-from service.errors import Conflict, InvalidRequest, NotFound
+from service.errors import Conflict, InvalidRequest, NotFound, QueueFull, TooLarge
 from service.http_errors import install_error_handlers
 from service.latents import MAX_SEED
 from service.queue import TERMINAL, JobSpec, job_view
@@ -131,6 +132,11 @@ async def create_job(body: JobRequest, runtime: RuntimeDep, settings: SettingsDe
             {"field": "count", "max": settings.max_count},
         )
     model = runtime.registry.get(body.model)
+    try:
+        await admit(runtime.redis, settings.budget(), body.count)
+    except (QueueFull, TooLarge) as exc:
+        M.ADMISSIONS_REJECTED.labels(exc.code).inc()
+        raise
     seed = body.seed if body.seed is not None else secrets.randbelow(MAX_SEED + 1)
     priority = body.priority or ("interactive" if body.count <= settings.interactive_max_count else "bulk")
     spec = JobSpec(
@@ -155,8 +161,11 @@ async def get_job(job_id: str, runtime: RuntimeDep) -> JobStatusResponse:
 @router.delete("/v1/jobs/{job_id}", response_model=JobStatusResponse, tags=["jobs"])
 async def cancel_job(job_id: str, runtime: RuntimeDep) -> JobStatusResponse:
     _check_job_id(job_id)
-    job = await runtime.queue.cancel_job(job_id)
-    return JobStatusResponse(**job_view(job))
+    before = job_view(await runtime.queue.get_job(job_id))
+    job = job_view(await runtime.queue.stop_job(job_id, "cancelled"))
+    if before["status"] in ("queued", "running") and job["status"] == "cancelled":
+        M.JOBS_FINISHED.labels("cancelled").inc()
+    return JobStatusResponse(**job)
 
 
 @router.get(
@@ -257,6 +266,10 @@ async def metrics(runtime: RuntimeDep) -> Response:
         for priority, depth in (await runtime.queue.depth()).items():
             M.QUEUE_LAG.labels(priority).set(depth["lag"])
             M.QUEUE_PENDING.labels(priority).set(depth["pending"])
+        stats = await read_stats(runtime.redis, runtime.settings.result_ttl_s)
+        M.QUEUED_IMAGES.set(stats.queued_images)
+        M.RESULT_BYTES_STORED.set(stats.result_bytes)
+        M.DRAIN_RATE.set(stats.drain_rate)
     except Exception as exc:  # metrics must still be served when Redis is down
         log.warning("queue depth unavailable: %s", exc)
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -3,6 +3,9 @@
 Every request owns a future that the batch loop fulfils with exactly its own rows. Requests larger
 than B are split. If a merged batch fails, each request in it is retried alone, so one bad request
 fails by itself and never takes the others down.
+
+Interactive requests go ahead of bulk ones: a batch is filled from the interactive queue first, so
+interactive work waits at most for the batch already running on the device.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
@@ -23,9 +27,13 @@ InferFn = Callable[[np.ndarray], np.ndarray]
 BatchObserver = Callable[[int, float], None]  # (batch size, seconds)
 
 
+PRIORITIES = ("interactive", "bulk")
+
+
 @dataclass
 class _Request:
     z: np.ndarray
+    priority: str
     future: asyncio.Future[np.ndarray] = field(repr=False)
 
 
@@ -49,9 +57,9 @@ class DynamicBatcher:
         self.max_wait_s = max_wait_s
         self._executor = executor
         self._observe = observe
-        self._queue: asyncio.Queue[_Request] = asyncio.Queue()
+        self._queues: dict[str, deque[_Request]] = {p: deque() for p in PRIORITIES}
+        self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._carry: _Request | None = None
 
     def start(self) -> None:
         if self._task is None:
@@ -63,38 +71,60 @@ class DynamicBatcher:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        while not self._queue.empty():
-            request = self._queue.get_nowait()
-            if not request.future.done():
-                request.future.set_exception(RuntimeError("batcher stopped"))
+        for queue in self._queues.values():
+            while queue:
+                request = queue.popleft()
+                if not request.future.done():
+                    request.future.set_exception(RuntimeError("batcher stopped"))
 
-    async def infer(self, z: np.ndarray) -> np.ndarray:
+    async def infer(self, z: np.ndarray, priority: str = "bulk") -> np.ndarray:
         """Run the model on z [N, D]; N may exceed max_batch. Returns the outputs in the same order."""
         if self._task is None:
             raise RuntimeError("DynamicBatcher.infer called before start()")
+        if priority not in self._queues:
+            raise ValueError(f"priority must be one of {PRIORITIES}, got {priority!r}")
         loop = asyncio.get_running_loop()
         futures = []
         for start in range(0, len(z), self.max_batch):
             future: asyncio.Future[np.ndarray] = loop.create_future()
-            self._queue.put_nowait(_Request(z[start : start + self.max_batch], future))
+            self._queues[priority].append(_Request(z[start : start + self.max_batch], priority, future))
             futures.append(future)
+        self._wake.set()
         parts = await asyncio.gather(*futures)
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
+    def _pop(self) -> _Request | None:
+        for priority in PRIORITIES:
+            if self._queues[priority]:
+                return self._queues[priority].popleft()
+        return None
+
+    async def _next(self, timeout: float | None) -> _Request | None:
+        """The next request, interactive first; waits up to ``timeout`` seconds (None: forever)."""
+        request = self._pop()
+        while request is None:
+            self._wake.clear()
+            if timeout is not None and timeout <= 0:
+                return None
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout)
+            except TimeoutError:
+                return self._pop()
+            request = self._pop()
+        return request
+
     async def _collect(self) -> list[_Request]:
         """Gather requests until the batch is full or the wait, timed from the first request, is over."""
-        first = self._carry or await self._queue.get()
-        self._carry = None
+        first = await self._next(None)
+        assert first is not None
         batch, size = [first], len(first.z)
         deadline = time.monotonic() + self.max_wait_s
         while size < self.max_batch:
-            remaining = deadline - time.monotonic()  # recomputed on every pass
-            try:
-                request = self._queue.get_nowait() if remaining <= 0 else await asyncio.wait_for(self._queue.get(), remaining)
-            except (asyncio.QueueEmpty, TimeoutError):
+            request = await self._next(deadline - time.monotonic())  # the remaining wait, recomputed every pass
+            if request is None:
                 break
             if size + len(request.z) > self.max_batch:
-                self._carry = request  # first in line for the next batch
+                self._queues[request.priority].appendleft(request)  # first in line for the next batch
                 break
             batch.append(request)
             size += len(request.z)

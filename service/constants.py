@@ -30,3 +30,19 @@ def result_key(job_id: str, chunk: int) -> str:
 
 def worker_health_key(name: str) -> str:
     return f"{WORKER_HEALTH_PREFIX}{name}"
+
+
+# Statistics that admission control reads.
+QUEUED_IMAGES_KEY = f"{PREFIX}:stats:queued_images"  # images accepted and not yet done, cancelled or failed
+DRAIN_BUCKET_S = 10  # completed images are counted per 10 s bucket, for the drain rate
+RESULT_BYTES_BUCKET_S = 600  # stored result bytes are counted per 10 min bucket of their expiry time
+
+
+def drained_key(bucket: int) -> str:
+    """Images completed during drain bucket ``bucket`` (unix time // DRAIN_BUCKET_S)."""
+    return f"{PREFIX}:stats:drained:{bucket}"
+
+
+def result_bytes_key(bucket: int) -> str:
+    """Result bytes that expire during bucket ``bucket`` (expiry unix time // RESULT_BYTES_BUCKET_S)."""
+    return f"{PREFIX}:stats:result_bytes:{bucket}"

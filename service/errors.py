@@ -15,6 +15,7 @@ class SynthgenError(Exception):
         super().__init__(message)
         self.message = message
         self.details = details or {}
+        self.headers: dict[str, str] = {}
 
 
 class InvalidRequest(SynthgenError):
@@ -27,6 +28,21 @@ class NotFound(SynthgenError):
 
 class Conflict(SynthgenError):
     code, status = "conflict", 409
+
+
+class TooLarge(SynthgenError):
+    code, status = "too_large", 413
+
+
+class QueueFull(SynthgenError):
+    """Admission control refused new work for now; ``retry_after`` says when to try again."""
+
+    code, status = "queue_full", 429
+
+    def __init__(self, message: str, retry_after: int, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message, {**(details or {}), "retry_after": retry_after})
+        self.retry_after = retry_after
+        self.headers = {"Retry-After": str(retry_after)}
 
 
 class Unavailable(SynthgenError):

@@ -66,7 +66,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(SynthgenError)
     async def domain(request: Request, exc: SynthgenError) -> JSONResponse:
-        return error_response(exc.status, exc.code, exc.message, exc.details)
+        return error_response(exc.status, exc.code, exc.message, exc.details, headers=exc.headers or None)
 
     @app.exception_handler(redis.exceptions.RedisError)
     async def redis_down(request: Request, exc: redis.exceptions.RedisError) -> JSONResponse:

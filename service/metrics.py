@@ -26,3 +26,12 @@ CHUNKS = Counter("synthgen_chunks_total", "Work items processed by outcome", ["o
 REDELIVERIES = Counter("synthgen_redeliveries_total", "Work items reclaimed from a dead or stalled worker")
 RESULT_BYTES = Counter("synthgen_result_bytes_total", "Bytes of results stored")
 WORKER_INFLIGHT = Gauge("synthgen_worker_inflight", "Work items a worker is processing now")
+JOB_SECONDS = Histogram(
+    "synthgen_job_seconds",
+    "Job duration from creation to its last chunk",
+    buckets=(0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 14400),
+)
+ADMISSIONS_REJECTED = Counter("synthgen_admissions_rejected_total", "Jobs refused by admission control", ["reason"])
+QUEUED_IMAGES = Gauge("synthgen_queued_images", "Images accepted and not yet generated")
+RESULT_BYTES_STORED = Gauge("synthgen_result_bytes_stored", "Bytes of results currently stored (until they expire)")
+DRAIN_RATE = Gauge("synthgen_drain_rate_images_per_second", "Images completed per second over the last minute")

@@ -2,14 +2,18 @@
 
 A job is a hash. Its images are split into chunks of at most C, each one a stream entry. Workers
 read entries with a consumer group; an entry stays pending until its chunk is complete, so a dead
-worker's entries are reclaimed by another (XAUTOCLAIM). Completion is one Lua script: store the
-result, mark the chunk done (SADD, so progress counts each chunk once), then XACK and XDEL.
+worker's entries are reclaimed by another (XAUTOCLAIM). Completion is one Lua script
+(``queue_scripts.COMPLETE_CHUNK``): store the result, mark the chunk done, then XACK and XDEL.
+
+A job's results are kept until its ``expires_at``; after that the job reads as ``expired`` for
+``expired_retention_s`` more, and then it is gone.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import secrets
 import time
 from dataclasses import dataclass
@@ -18,56 +22,20 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from service import constants as K
+from service import queue_scripts as S
 from service.errors import NotFound
+from service.result_store import RedisResultStore, ResultStore
 
 log = logging.getLogger(__name__)
 
 TERMINAL = ("succeeded", "failed", "cancelled", "expired")
 
-# KEYS: job, done set, result, stream.  ARGV: chunk, images, tar, offsets, ttl, group, entry id, now.
-_COMPLETE_CHUNK = """
-local function ack()
-  redis.call('XACK', KEYS[4], ARGV[6], ARGV[7])
-  redis.call('XDEL', KEYS[4], ARGV[7])
-end
-if redis.call('EXISTS', KEYS[1]) == 0 then ack() return {-1, 0} end
-local status = redis.call('HGET', KEYS[1], 'status')
-if status == 'cancelled' or status == 'failed' then ack() return {-2, 0} end
-redis.call('HSET', KEYS[3], 'tar', ARGV[3], 'offsets', ARGV[4])
-redis.call('EXPIRE', KEYS[3], ARGV[5])
-local done = tonumber(redis.call('HGET', KEYS[1], 'done'))
-local finished = 0
-if redis.call('SADD', KEYS[2], ARGV[1]) == 1 then
-  redis.call('EXPIRE', KEYS[2], ARGV[5])
-  done = redis.call('HINCRBY', KEYS[1], 'done', ARGV[2])
-  if done >= tonumber(redis.call('HGET', KEYS[1], 'count')) then
-    redis.call('HSET', KEYS[1], 'status', 'succeeded', 'finished_at', ARGV[8])
-    finished = 1
-  end
-end
-ack()
-return {done, finished}
-"""
 
-# KEYS: job.  ARGV: now.  Marks a queued job running, once.
-_MARK_RUNNING = """
-if redis.call('HGET', KEYS[1], 'status') == 'queued' then
-  redis.call('HSET', KEYS[1], 'status', 'running', 'started_at', ARGV[1])
-  return 1
-end
-return 0
-"""
-
-# KEYS: job.  ARGV: now.  Cancels a job that has not finished; returns its status afterwards.
-_CANCEL = """
-local status = redis.call('HGET', KEYS[1], 'status')
-if not status then return nil end
-if status == 'queued' or status == 'running' then
-  redis.call('HSET', KEYS[1], 'status', 'cancelled', 'finished_at', ARGV[1])
-  return 'cancelled'
-end
-return status
-"""
+@dataclass(frozen=True)
+class QueueConfig:
+    chunk_size: int = 256
+    result_ttl_s: int = 86_400  # how long a job's results are kept after it is created
+    expired_retention_s: int = 86_400  # how long an expired job still answers with status "expired"
 
 
 @dataclass(frozen=True)
@@ -91,21 +59,29 @@ class WorkItem:
     start: int
     stop: int
 
+    @property
+    def priority(self) -> str:
+        return "interactive" if self.stream == K.STREAM_INTERACTIVE else "bulk"
+
 
 def _decode(raw: dict[Any, Any]) -> dict[str, str]:
     return {k.decode(): v.decode() for k, v in raw.items()}
 
 
-def job_view(fields: dict[str, str]) -> dict[str, Any]:
-    """The public view of a job hash (API.md's job object)."""
+def job_view(fields: dict[str, str], now: float | None = None) -> dict[str, Any]:
+    """The public view of a job hash (API.md's job object); past ``expires_at`` a job reads as expired."""
 
     def opt_float(name: str) -> float | None:
         value = fields.get(name, "")
         return float(value) if value else None
 
+    status = fields["status"]
+    expires_at = opt_float("expires_at")
+    if status in ("queued", "running", "succeeded") and expires_at is not None and (now or time.time()) >= expires_at:
+        status = "expired"
     return {
         "id": fields["id"],
-        "status": fields["status"],
+        "status": status,
         "model": fields["model"],
         "count": int(fields["count"]),
         "done": int(fields.get("done", 0)),
@@ -116,7 +92,7 @@ def job_view(fields: dict[str, str]) -> dict[str, Any]:
         "created_at": opt_float("created_at"),
         "started_at": opt_float("started_at"),
         "finished_at": opt_float("finished_at"),
-        "expires_at": opt_float("expires_at"),
+        "expires_at": expires_at,
         "error": fields.get("error") or None,
     }
 
@@ -124,14 +100,17 @@ def job_view(fields: dict[str, str]) -> dict[str, Any]:
 class JobQueue:
     """Producer and consumer sides of the queue, on one async Redis client (bytes, not decoded)."""
 
-    def __init__(self, client: aioredis.Redis, chunk_size: int, job_ttl_s: int, result_ttl_s: int) -> None:
+    def __init__(self, client: aioredis.Redis, config: QueueConfig, store: ResultStore | None = None) -> None:
         self.redis = client
-        self.chunk_size = chunk_size
-        self.job_ttl_s = job_ttl_s
-        self.result_ttl_s = result_ttl_s
-        self._complete = client.register_script(_COMPLETE_CHUNK)
-        self._mark_running = client.register_script(_MARK_RUNNING)
-        self._cancel = client.register_script(_CANCEL)
+        self.config = config
+        self.store: ResultStore = store or RedisResultStore()
+        self._complete = client.register_script(S.COMPLETE_CHUNK)
+        self._mark_running = client.register_script(S.MARK_RUNNING)
+        self._stop_job = client.register_script(S.STOP_JOB)
+
+    @property
+    def chunk_size(self) -> int:
+        return self.config.chunk_size
 
     async def ensure_groups(self) -> None:
         for stream in K.STREAM_ORDER:
@@ -142,9 +121,10 @@ class JobQueue:
                     raise
 
     async def create_job(self, spec: JobSpec) -> dict[str, Any]:
-        """Write the job hash and enqueue its chunks; returns the job view."""
+        """Write the job hash and enqueue its chunks, atomically; returns the job view."""
         job_id = secrets.token_urlsafe(16)
         now = time.time()
+        expires_at = math.ceil(now + self.config.result_ttl_s)
         fields = {
             "id": job_id,
             "status": "queued",
@@ -159,17 +139,18 @@ class JobQueue:
             "priority": spec.priority,
             "chunk_size": self.chunk_size,
             "created_at": now,
-            "expires_at": now + self.job_ttl_s,
+            "expires_at": expires_at,
         }
         stream = K.STREAMS[spec.priority]
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(K.job_key(job_id), mapping=fields)  # type: ignore[arg-type]
-            pipe.expire(K.job_key(job_id), self.job_ttl_s)
+            pipe.expireat(K.job_key(job_id), expires_at + self.config.expired_retention_s)
+            pipe.incrby(K.QUEUED_IMAGES_KEY, spec.count)
             for chunk, start in enumerate(range(0, spec.count, self.chunk_size)):
                 stop = min(spec.count, start + self.chunk_size)
                 pipe.xadd(stream, {"job": job_id, "chunk": chunk, "start": start, "stop": stop})
             await pipe.execute()
-        return job_view({k: str(v) for k, v in fields.items()})
+        return job_view({k: str(v) for k, v in fields.items()}, now)
 
     async def get_job(self, job_id: str) -> dict[str, str]:
         raw = await self.redis.hgetall(K.job_key(job_id))
@@ -177,19 +158,20 @@ class JobQueue:
             raise NotFound(f"no job with id {job_id!r} (it may have expired)", {"id": job_id})
         return _decode(raw)
 
-    async def cancel_job(self, job_id: str) -> dict[str, str]:
-        """Cancel a queued or running job: workers skip its remaining chunks. Finished jobs stay as they are."""
-        if await self._cancel(keys=[K.job_key(job_id)], args=[time.time()]) is None:
+    async def stop_job(self, job_id: str, status: str = "cancelled", error: str = "") -> dict[str, str]:
+        """Cancel (or fail) a queued or running job: workers skip its remaining chunks. Finished jobs stay as they are."""
+        result = await self._stop_job(keys=[K.job_key(job_id), K.QUEUED_IMAGES_KEY], args=[time.time(), status, error])
+        if result is None:
             raise NotFound(f"no job with id {job_id!r} (it may have expired)", {"id": job_id})
         return await self.get_job(job_id)
 
-    async def read_work(self, consumer: str, count: int, block_ms: int) -> list[WorkItem]:
+    async def read_work(self, consumer: str, count: int, block_ms: int, include_bulk: bool = True) -> list[WorkItem]:
         """New entries for this consumer, interactive first; blocks up to block_ms when there are none."""
-        for stream in K.STREAM_ORDER:
-            items = await self._read(consumer, {stream: ">"}, count, None)
-            if items:
-                return items
-        return await self._read(consumer, {s: ">" for s in K.STREAM_ORDER}, count, block_ms)
+        items = await self._read(consumer, {K.STREAM_INTERACTIVE: ">"}, count, None)
+        if items:
+            return items
+        streams = {s: ">" for s in K.STREAM_ORDER} if include_bulk else {K.STREAM_INTERACTIVE: ">"}
+        return await self._read(consumer, streams, count, block_ms)
 
     async def _read(self, consumer: str, streams: dict[str, str], count: int, block: int | None) -> list[WorkItem]:
         response: Any = await self.redis.xreadgroup(K.WORKER_GROUP, consumer, streams, count=count, block=block)  # type: ignore[arg-type]
@@ -197,7 +179,8 @@ class JobQueue:
         for stream, entries in response or []:
             for entry_id, fields in entries:
                 items.append(_work_item(stream.decode(), entry_id.decode(), _decode(fields)))
-        return items
+        # one blocking read over both streams can return entries of each: interactive goes first
+        return sorted(items, key=lambda i: i.priority != "interactive")
 
     async def reclaim(self, consumer: str, min_idle_ms: int, count: int) -> list[WorkItem]:
         """Take over entries that another consumer has held idle for at least min_idle_ms."""
@@ -222,60 +205,72 @@ class JobQueue:
     async def mark_running(self, job_id: str) -> None:
         await self._mark_running(keys=[K.job_key(job_id)], args=[time.time()])
 
-    async def complete_chunk(self, item: WorkItem, images: int, tar: bytes, offsets: list[int]) -> tuple[int, bool]:
+    async def complete_chunk(
+        self, item: WorkItem, images: int, tar: bytes, offsets: list[int], expires_at: float
+    ) -> tuple[int, bool]:
         """Store the chunk's result, count it once, then ack.
 
-        Returns the job's done count (negative when the job is gone or cancelled) and whether this
-        very call completed the job.
+        Returns the job's done count (negative when the job is gone, cancelled or expired) and
+        whether this very call completed the job.
         """
-        keys = [K.job_key(item.job_id), K.job_done_key(item.job_id), K.result_key(item.job_id, item.chunk), item.stream]
-        args: list[bytes | str | int | float] = [
-            item.chunk,
-            images,
-            tar,
-            json.dumps(offsets),
-            self.result_ttl_s,
-            K.WORKER_GROUP,
-            item.entry_id,
-            time.time(),
+        now = time.time()
+        expire = math.ceil(expires_at)
+        stored = await self.store.write(item.job_id, item.chunk, tar, expire)
+        bytes_bucket = expire // K.RESULT_BYTES_BUCKET_S
+        keys = [
+            K.job_key(item.job_id),
+            K.job_done_key(item.job_id),
+            K.result_key(item.job_id, item.chunk),
+            item.stream,
+            K.result_bytes_key(bytes_bucket),
+            K.drained_key(int(now) // K.DRAIN_BUCKET_S),
+            K.QUEUED_IMAGES_KEY,
         ]
+        args: list[bytes | str | int | float] = [
+            item.chunk, images, stored, json.dumps(offsets), expire, K.WORKER_GROUP, item.entry_id, now,
+            len(tar), (bytes_bucket + 1) * K.RESULT_BYTES_BUCKET_S,
+        ]  # fmt: skip
         done, finished = await self._complete(keys=keys, args=args)
         return int(done), bool(finished)
 
-    async def skip(self, item: WorkItem) -> None:
-        """Ack and drop an entry whose job is gone or cancelled."""
-        await self.redis.xack(item.stream, K.WORKER_GROUP, item.entry_id)
-        await self.redis.xdel(item.stream, item.entry_id)
+    async def skip(self, item: WorkItem, release_images: int = 0) -> None:
+        """Ack and drop an entry whose job is gone, cancelled, failed or expired."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.xack(item.stream, K.WORKER_GROUP, item.entry_id)
+            pipe.xdel(item.stream, item.entry_id)
+            if release_images:
+                pipe.decrby(K.QUEUED_IMAGES_KEY, release_images)
+            await pipe.execute()
 
     async def fail_job(self, item: WorkItem, error: str) -> None:
         """Mark the job failed (a chunk cannot be computed), and drop its entry."""
-        key = K.job_key(item.job_id)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(key, mapping={"status": "failed", "error": error, "finished_at": time.time()})
-            pipe.xack(item.stream, K.WORKER_GROUP, item.entry_id)
-            pipe.xdel(item.stream, item.entry_id)
-            await pipe.execute()
+        await self.stop_job(item.job_id, "failed", error)
+        await self.skip(item)
 
     async def chunk_done(self, job_id: str, chunk: int) -> bool:
         return bool(await self.redis.sismember(K.job_done_key(job_id), str(chunk)))
 
     async def chunk_result(self, job_id: str, chunk: int) -> tuple[bytes, list[int]]:
         values: list[Any] = await self.redis.hmget(K.result_key(job_id, chunk), ["tar", "offsets"])
-        tar, offsets = values
+        stored, offsets = values
+        tar = await self.store.read(job_id, chunk, stored) if offsets is not None else None
         if tar is None or offsets is None:
             raise NotFound(f"result of chunk {chunk} of job {job_id!r} has expired", {"id": job_id, "chunk": chunk})
         return bytes(tar), json.loads(offsets)
 
     async def depth(self) -> dict[str, dict[str, int]]:
-        """Per priority: entries not yet delivered (lag) and delivered but not acked (pending)."""
+        """Per priority: entries not yet delivered (lag) and delivered but not acked (pending).
+
+        Completed entries are deleted, so a stream holds exactly the lag plus the pending entries
+        (this also works on Redis 6, whose XINFO GROUPS has no lag field).
+        """
         out = {}
         for priority, stream in K.STREAMS.items():
-            groups = await self.redis.xinfo_groups(stream) if await self.redis.exists(stream) else []
+            length = int(await self.redis.xlen(stream))
+            groups = await self.redis.xinfo_groups(stream) if length else []
             info = next((g for g in groups if g["name"] == K.WORKER_GROUP.encode()), None)
-            out[priority] = {
-                "lag": int(info.get("lag") or 0) if info else 0,
-                "pending": int(info["pending"]) if info else 0,
-            }
+            pending = int(info["pending"]) if info else 0
+            out[priority] = {"lag": max(0, length - pending), "pending": pending}
         return out
 
 

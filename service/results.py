@@ -8,7 +8,7 @@ import time
 from collections.abc import AsyncIterator
 
 from service.encoders import tar_end
-from service.queue import TERMINAL, JobQueue
+from service.queue import TERMINAL, JobQueue, job_view
 
 log = logging.getLogger(__name__)
 POLL_S = 0.05
@@ -22,7 +22,7 @@ class ResultAborted(Exception):
 async def _wait_for_chunk(queue: JobQueue, job_id: str, chunk: int, deadline: float) -> None:
     delay = POLL_S
     while not await queue.chunk_done(job_id, chunk):
-        job = await queue.get_job(job_id)
+        job = job_view(await queue.get_job(job_id))
         if job["status"] in TERMINAL and job["status"] != "succeeded":
             raise ResultAborted(f"job {job_id} is {job['status']}: {job.get('error') or 'no more chunks will come'}")
         if time.monotonic() > deadline:

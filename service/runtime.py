@@ -11,6 +11,7 @@ import redis.asyncio as aioredis
 from service.embedded_redis import EmbeddedRedis
 from service.queue import JobQueue
 from service.registry import ModelRegistry
+from service.result_store import make_result_store
 from service.settings import Settings
 from service.worker import Worker
 
@@ -45,7 +46,7 @@ class Runtime:
             embedded = EmbeddedRedis(settings.embedded_redis_dir)
             url = await asyncio.to_thread(embedded.start)
         client = aioredis.from_url(url, socket_timeout=10, socket_connect_timeout=5, health_check_interval=15)
-        queue = JobQueue(client, settings.chunk_size, settings.job_ttl_s, settings.result_ttl_s)
+        queue = JobQueue(client, settings.queue_config(), make_result_store(settings.result_store))
         runtime = cls(settings, client, registry, queue, embedded)
         try:
             await queue.ensure_groups()

@@ -9,6 +9,9 @@ from typing import Literal
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from service.admission import Budget
+from service.queue import QueueConfig
+
 DEFAULT_MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 
 
@@ -22,6 +25,7 @@ class Settings(BaseSettings):
     models_dir: Path = DEFAULT_MODELS_DIR
     default_model: str = "avatars-64"  # name, or name@version
     execution_provider: Literal["auto", "cpu", "cuda"] = "auto"
+    io_binding: Literal["auto", "on", "off"] = "auto"  # auto: on with CUDA (preallocated device buffers)
 
     max_count: int = Field(default=1_000_000, ge=1)
     chunk_size: int = Field(default=256, ge=1, le=65536)  # images per work item (C)
@@ -35,12 +39,23 @@ class Settings(BaseSettings):
     png_compress_level: int = Field(default=1, ge=0, le=9)
     visibility_timeout_s: float = Field(default=60.0, gt=0)  # idle time before another worker reclaims
 
-    result_ttl_s: int = Field(default=86_400, ge=60)
-    job_ttl_s: int = Field(default=86_400, ge=60)
+    result_ttl_s: int = Field(default=86_400, ge=60)  # a job's results are kept this long; then it is "expired"
+    expired_retention_s: int = Field(default=86_400, ge=0)  # an expired job still answers "expired" this long
+    result_store: str = Field(default="redis", pattern=r"^(redis|dir:.+)$")  # or dir:/path/to/volume
+
+    # Admission control: beyond these, POST /v1/jobs answers 429 queue_full with Retry-After.
+    max_queued_images: int = Field(default=2_000_000, ge=1)
+    max_result_bytes: int = Field(default=2 * 1024**3, ge=1)  # results stored (Redis memory or the volume)
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     log_level: str = "info"
+
+    def queue_config(self) -> QueueConfig:
+        return QueueConfig(self.chunk_size, self.result_ttl_s, self.expired_retention_s)
+
+    def budget(self) -> Budget:
+        return Budget(self.max_queued_images, self.max_result_bytes, self.result_ttl_s)
 
 
 @lru_cache

@@ -21,12 +21,15 @@ from service import metrics as M
 from service.batching import DynamicBatcher
 from service.errors import NotFound
 from service.generation import RenderSpec, encode_samples, samples_to_tar
+from service.inference import make_runner
 from service.queue import JobQueue, WorkItem
 from service.registry import LoadedModel, ModelRegistry
+from service.result_store import ResultStoreFull, make_result_store
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
 HEALTH_TTL_S = 30
+SWEEP_EVERY_S = 60
 
 
 class Worker:
@@ -35,7 +38,7 @@ class Worker:
         self.redis = client
         self.registry = registry
         self.name = name or f"{socket.gethostname()}-{os.getpid()}"
-        self.queue = JobQueue(client, settings.chunk_size, settings.job_ttl_s, settings.result_ttl_s)
+        self.queue = JobQueue(client, settings.queue_config(), make_result_store(settings.result_store))
         self._infer_pool = ThreadPoolExecutor(1, thread_name_prefix="infer")  # one device, one stream of batches
         self._encode_pool = ThreadPoolExecutor(settings.encode_threads, thread_name_prefix="encode")
         self._batchers: dict[str, DynamicBatcher] = {}
@@ -51,8 +54,9 @@ class Worker:
                 M.BATCH_FILL.labels(ref).observe(size / self.settings.batch_size)
                 M.INFERENCE_SECONDS.labels(ref).observe(seconds)
 
+            runner = make_runner(model, self.settings.io_binding)
             batcher = DynamicBatcher(
-                model.decode, self.settings.batch_size, self.settings.batch_wait_ms / 1000, self._infer_pool, observe
+                runner, self.settings.batch_size, self.settings.batch_wait_ms / 1000, self._infer_pool, observe
             )
             batcher.start()
             self._batchers[ref] = batcher
@@ -85,7 +89,11 @@ class Worker:
             log.info("worker %s stopped", self.name)
 
     async def _fill(self) -> None:
-        """Start as many work items as there are free slots: reclaimed ones first, then new ones."""
+        """Start as many work items as there are free slots: reclaimed ones first, then new ones.
+
+        With more than one slot, the last free slot is kept for interactive work, so a running bulk
+        job never stops an interactive one from being picked up at once.
+        """
         free = self.settings.worker_concurrency - len(self._inflight)
         if free <= 0:
             await asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -96,7 +104,8 @@ class Worker:
             M.REDELIVERIES.inc(len(items))
             log.warning("reclaimed %d work items from stalled workers", len(items))
         else:
-            items = await self.queue.read_work(self.name, free, block_ms=500)
+            keep_one = self.settings.worker_concurrency > 1 and free == 1
+            items = await self.queue.read_work(self.name, free, block_ms=200 if keep_one else 500, include_bulk=not keep_one)
         for item in items:
             self._spawn(item)
 
@@ -116,12 +125,18 @@ class Worker:
     async def _heartbeat(self, stop: asyncio.Event) -> None:
         """Write the health key, and keep this worker's claims fresh while it works."""
         period = min(HEALTH_TTL_S / 3, self.settings.visibility_timeout_s / 3)
+        last_sweep = 0.0
         while not stop.is_set():
             try:
                 await self.redis.set(K.worker_health_key(self.name), str(time.time()), ex=HEALTH_TTL_S)
                 await self.queue.refresh_claims(self.name, list(self._inflight.values()))
             except aioredis.RedisError as exc:
                 log.warning("heartbeat failed: %s", exc)
+            if time.monotonic() - last_sweep > SWEEP_EVERY_S:
+                last_sweep = time.monotonic()
+                removed = await self.queue.store.sweep(time.time())
+                if removed:
+                    log.info("removed the results of %d expired jobs", removed)
             await asyncio.sleep(period)
 
     async def _process(self, item: WorkItem) -> None:
@@ -131,6 +146,11 @@ class Worker:
             # Left pending: another pass (here or on another worker) will reclaim it.
             M.CHUNKS.labels("redis_error").inc()
             log.warning("work item %s of job %s left pending: %s", item.entry_id, item.job_id, exc)
+        except ResultStoreFull as exc:
+            M.CHUNKS.labels("store_full").inc()
+            M.JOBS_FINISHED.labels("failed").inc()
+            log.error("job %s failed: %s", item.job_id, exc)
+            await self.queue.fail_job(item, f"result store full: {exc.strerror}; no partial chunk was kept")
         except Exception as exc:
             M.CHUNKS.labels("failed").inc()
             M.JOBS_FINISHED.labels("failed").inc()
@@ -144,8 +164,10 @@ class Worker:
             await self.queue.skip(item)
             M.CHUNKS.labels("skipped").inc()
             return
-        if job["status"] in ("cancelled", "failed", "expired"):
-            await self.queue.skip(item)
+        if job["status"] in ("cancelled", "failed") or time.time() >= float(job["expires_at"]):
+            # a cancelled or failed job released its images already; an expired one releases them here
+            expired = job["status"] not in ("cancelled", "failed")
+            await self.queue.skip(item, release_images=item.stop - item.start if expired else 0)
             M.CHUNKS.labels("skipped").inc()
             return
         await self.queue.mark_running(item.job_id)
@@ -163,15 +185,19 @@ class Worker:
         )
         indices = np.arange(item.start, item.stop, dtype=np.int64)
         z = model.latents(spec.seed, indices, spec.truncation)
-        images = await self._batcher(model).infer(z)
+        images = await self._batcher(model).infer(z, item.priority)
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
         samples = await loop.run_in_executor(self._encode_pool, encode_samples, model, spec, indices, z, images)
         tar, offsets = samples_to_tar(samples, spec.fmt)
         M.ENCODE_SECONDS.labels(spec.fmt).observe(time.perf_counter() - started)
-        _, finished = await self.queue.complete_chunk(item, len(indices), tar, offsets)
+        done, finished = await self.queue.complete_chunk(item, len(indices), tar, offsets, float(job["expires_at"]))
+        if done < 0:
+            M.CHUNKS.labels("skipped").inc()
+            return
         M.CHUNKS.labels("done").inc()
         M.IMAGES.labels(model.package.ref, spec.fmt).inc(len(indices))
         M.RESULT_BYTES.inc(len(tar))
         if finished:
             M.JOBS_FINISHED.labels("succeeded").inc()
+            M.JOB_SECONDS.observe(time.time() - float(job["created_at"]))

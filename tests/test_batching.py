@@ -90,3 +90,43 @@ def test_infer_before_start_is_an_error() -> None:
 def test_bad_parameters_are_refused(max_batch: int, max_wait_s: float, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         DynamicBatcher(RecordingModel(), max_batch=max_batch, max_wait_s=max_wait_s)
+
+
+def test_interactive_requests_jump_the_bulk_queue() -> None:
+    """Bulk never delays interactive work by more than the batch already on the device."""
+
+    async def scenario() -> list[str]:
+        seen: list[str] = []
+
+        def model(z: np.ndarray) -> np.ndarray:
+            time.sleep(0.02)
+            seen.append("interactive" if (z == -1).any() else "bulk")
+            return z
+
+        batcher = DynamicBatcher(model, max_batch=16, max_wait_s=0.0)
+        batcher.start()
+        try:
+            bulk = [asyncio.create_task(batcher.infer(np.zeros((16, 2), np.float32), "bulk")) for _ in range(8)]
+            await asyncio.sleep(0.03)  # the first bulk batch is on the device now
+            await batcher.infer(np.full((4, 2), -1, np.float32), "interactive")
+            await asyncio.gather(*bulk)
+        finally:
+            await batcher.stop()
+        return seen
+
+    seen = asyncio.run(scenario())
+    assert len(seen) == 9
+    assert seen.index("interactive") <= 2, seen
+
+
+def test_unknown_priority_is_refused() -> None:
+    async def scenario() -> None:
+        batcher = DynamicBatcher(RecordingModel(), max_batch=4, max_wait_s=0)
+        batcher.start()
+        try:
+            with pytest.raises(ValueError, match="priority must be one of"):
+                await batcher.infer(np.zeros((1, 3), np.float32), "urgent")
+        finally:
+            await batcher.stop()
+
+    asyncio.run(scenario())

@@ -9,7 +9,7 @@ from pathlib import Path
 import redis.asyncio as aioredis
 
 from service import constants as K
-from service.queue import JobQueue, JobSpec
+from service.queue import JobQueue, JobSpec, QueueConfig
 from service.registry import ModelRegistry
 from service.settings import Settings
 from service.worker import Worker
@@ -22,14 +22,17 @@ def _spec(count: int, priority: str = "bulk", sha256: str = "x" * 64) -> JobSpec
 def test_job_is_split_into_chunks_on_its_priority_stream(redis_url: str) -> None:
     async def scenario() -> None:
         client = aioredis.from_url(redis_url)
-        queue = JobQueue(client, chunk_size=32, job_ttl_s=600, result_ttl_s=600)
+        queue = JobQueue(client, QueueConfig(chunk_size=32, result_ttl_s=600))
         await queue.ensure_groups()
         job = await queue.create_job(_spec(100))
         entries = await client.xrange(K.STREAM_BULK)
         ranges = [(int(f[b"start"]), int(f[b"stop"])) for _, f in entries]
         assert ranges == [(0, 32), (32, 64), (64, 96), (96, 100)]
         assert await client.xlen(K.STREAM_INTERACTIVE) == 0
-        assert 0 < await client.ttl(K.job_key(job["id"])) <= 600
+        assert (
+            600 < await client.ttl(K.job_key(job["id"])) <= 601 + 86_400
+        )  # results' TTL (rounded up) plus the expired retention
+        assert int(await client.get(K.QUEUED_IMAGES_KEY)) == 100
         await client.aclose()
 
     asyncio.run(scenario())
@@ -38,14 +41,16 @@ def test_job_is_split_into_chunks_on_its_priority_stream(redis_url: str) -> None
 def test_a_chunk_completed_twice_is_counted_once(redis_url: str) -> None:
     async def scenario() -> None:
         client = aioredis.from_url(redis_url)
-        queue = JobQueue(client, chunk_size=4, job_ttl_s=600, result_ttl_s=600)
+        queue = JobQueue(client, QueueConfig(chunk_size=4, result_ttl_s=600))
         await queue.ensure_groups()
         job = await queue.create_job(_spec(8, priority="interactive"))
         items = await queue.read_work("a", 10, block_ms=100)
         assert [i.chunk for i in items] == [0, 1]
-        assert await queue.complete_chunk(items[0], 4, b"tar0", [0, 4]) == (4, False)
-        assert await queue.complete_chunk(items[0], 4, b"tar0", [0, 4]) == (4, False)  # a redelivery
-        assert await queue.complete_chunk(items[1], 4, b"tar1", [0, 4]) == (8, True)
+        expires = float(job["expires_at"])
+        assert await queue.complete_chunk(items[0], 4, b"tar0", [0, 4], expires) == (4, False)
+        assert await queue.complete_chunk(items[0], 4, b"tar0", [0, 4], expires) == (4, False)  # a redelivery
+        assert await queue.complete_chunk(items[1], 4, b"tar1", [0, 4], expires) == (8, True)
+        assert int(await client.get(K.QUEUED_IMAGES_KEY)) == 0  # each image released once
         stored = await queue.get_job(job["id"])
         assert stored["status"] == "succeeded" and stored["done"] == "8"
         assert await queue.chunk_result(job["id"], 1) == (b"tar1", [0, 4])
@@ -65,7 +70,7 @@ def test_entries_of_a_dead_worker_are_reclaimed_and_completed(redis_url: str, ti
 
     async def scenario() -> None:
         client = aioredis.from_url(redis_url)
-        queue = JobQueue(client, settings.chunk_size, settings.job_ttl_s, settings.result_ttl_s)
+        queue = JobQueue(client, settings.queue_config())
         await queue.ensure_groups()
         job = await queue.create_job(_spec(48, sha256=sha))
         taken = await queue.read_work("dead-worker", 10, block_ms=100)  # delivered, then the worker "dies"

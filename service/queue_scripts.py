@@ -1,0 +1,70 @@
+"""The queue's Lua scripts. Each runs atomically in Redis, so no state change is ever half done."""
+
+from __future__ import annotations
+
+# Complete a chunk: store its result, mark it done (SADD: progress counts each chunk once), update the
+# statistics that admission control reads, and only then XACK and XDEL its entry.
+# KEYS: job, done set, result, stream, result-bytes bucket, drained bucket, queued-images counter
+# ARGV: chunk, images, tar ('' when the bytes live in a directory store), offsets, results expire at
+#       (unix s), group, entry id, now, result bytes, bytes bucket expires at (unix s)
+COMPLETE_CHUNK = """
+local function ack()
+  redis.call('XACK', KEYS[4], ARGV[6], ARGV[7])
+  redis.call('XDEL', KEYS[4], ARGV[7])
+end
+if redis.call('EXISTS', KEYS[1]) == 0 then ack() return {-1, 0} end
+local status = redis.call('HGET', KEYS[1], 'status')
+if status == 'cancelled' or status == 'failed' then ack() return {-2, 0} end
+if tonumber(ARGV[8]) >= tonumber(redis.call('HGET', KEYS[1], 'expires_at')) then
+  redis.call('DECRBY', KEYS[7], ARGV[2])
+  ack()
+  return {-3, 0}
+end
+local done = tonumber(redis.call('HGET', KEYS[1], 'done'))
+local finished = 0
+if redis.call('SADD', KEYS[2], ARGV[1]) == 1 then
+  if ARGV[3] ~= '' then
+    redis.call('HSET', KEYS[3], 'tar', ARGV[3], 'offsets', ARGV[4])
+  else
+    redis.call('HSET', KEYS[3], 'offsets', ARGV[4])
+  end
+  redis.call('EXPIREAT', KEYS[3], ARGV[5])
+  redis.call('EXPIREAT', KEYS[2], ARGV[5])
+  redis.call('INCRBY', KEYS[5], ARGV[9])
+  redis.call('EXPIREAT', KEYS[5], ARGV[10])
+  redis.call('INCRBY', KEYS[6], ARGV[2])
+  redis.call('EXPIRE', KEYS[6], 120)
+  redis.call('DECRBY', KEYS[7], ARGV[2])
+  done = redis.call('HINCRBY', KEYS[1], 'done', ARGV[2])
+  if done >= tonumber(redis.call('HGET', KEYS[1], 'count')) then
+    redis.call('HSET', KEYS[1], 'status', 'succeeded', 'finished_at', ARGV[8])
+    finished = 1
+  end
+end
+ack()
+return {done, finished}
+"""
+
+# Mark a queued job running, once.  KEYS: job.  ARGV: now.
+MARK_RUNNING = """
+if redis.call('HGET', KEYS[1], 'status') == 'queued' then
+  redis.call('HSET', KEYS[1], 'status', 'running', 'started_at', ARGV[1])
+  return 1
+end
+return 0
+"""
+
+# Cancel (or fail) a job that has not finished, and release its images not yet done from the
+# queued-images counter. Returns the status afterwards, or nil when there is no such job.
+# KEYS: job, queued-images counter.  ARGV: now, new status, error message.
+STOP_JOB = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return nil end
+if status == 'queued' or status == 'running' then
+  local remaining = tonumber(redis.call('HGET', KEYS[1], 'count')) - tonumber(redis.call('HGET', KEYS[1], 'done'))
+  redis.call('HSET', KEYS[1], 'status', ARGV[2], 'finished_at', ARGV[1], 'error', ARGV[3])
+  redis.call('DECRBY', KEYS[2], remaining)
+  return ARGV[2]
+end
+return status
+"""

@@ -1,0 +1,212 @@
+"""The serving engine under real conditions: worker processes, SIGKILL, priorities, budgets, expiry."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import redis
+from fastapi.testclient import TestClient
+
+from service import constants as K
+from service.api import create_app
+from service.generation import RenderSpec, render
+from service.registry import ModelRegistry
+from service.settings import Settings
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _settings(redis_url: str, models: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "redis_url": redis_url,
+        "models_dir": models,
+        "default_model": "tiny",
+        "chunk_size": 50,
+        "batch_size": 32,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+@pytest.fixture
+def app_factory(redis_url: str, tiny_models_dir: Path) -> Iterator[Callable[..., TestClient]]:
+    opened: list[TestClient] = []
+
+    def make(with_worker: bool = True, **overrides: Any) -> TestClient:
+        client = TestClient(create_app(_settings(redis_url, tiny_models_dir, **overrides), with_worker=with_worker))
+        client.__enter__()
+        opened.append(client)
+        return client
+
+    yield make
+    for client in opened:
+        client.__exit__(None, None, None)
+
+
+@pytest.fixture
+def worker_processes(redis_url: str, tiny_models_dir: Path) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
+    """Start `synthgen serve --role worker` processes; all are killed afterwards."""
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(**env_overrides: str) -> subprocess.Popen[bytes]:
+        env = {
+            **os.environ,
+            "REDIS_URL": redis_url,
+            "SYNTHGEN_MODELS_DIR": str(tiny_models_dir),
+            "SYNTHGEN_DEFAULT_MODEL": "tiny",
+            "SYNTHGEN_VISIBILITY_TIMEOUT_S": "1",
+            "SYNTHGEN_BATCH_SIZE": "32",
+            **env_overrides,
+        }
+        cmd = [sys.executable, "-m", "synthgen.cli", "--log-level", "WARNING", "serve", "--role", "worker", "--port", "0"]
+        process = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+        process.wait(10)
+
+
+def _wait(client: TestClient, job_id: str, until: Callable[[dict[str, Any]], bool], timeout_s: float = 120) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        job: dict[str, Any] = client.get(f"/v1/jobs/{job_id}").json()
+        if until(job):
+            return job
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} never reached the condition; last seen {job}")
+
+
+def _pngs(data: bytes) -> dict[str, bytes]:
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        names = tar.getnames()
+        assert len(names) == len(set(names)), "duplicated members"
+        return {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.name.endswith(".png")}  # type: ignore[union-attr]
+
+
+def test_sigkill_mid_job_loses_nothing_and_changes_no_byte(
+    app_factory: Callable[..., TestClient],
+    worker_processes: Callable[..., subprocess.Popen[bytes]],
+    redis_url: str,
+    tiny_models_dir: Path,
+) -> None:
+    api = app_factory(with_worker=False)
+    job = api.post("/v1/jobs", json={"count": 2000, "seed": 21}).json()
+    victim = worker_processes()
+    _wait(api, job["id"], lambda j: j["done"] >= 300)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait(10)
+    client = redis.Redis.from_url(redis_url)
+    held = client.xpending(K.STREAM_BULK, K.WORKER_GROUP)["pending"]
+    done_at_kill = api.get(f"/v1/jobs/{job['id']}").json()["done"]
+    assert done_at_kill < 2000, "the job finished before the kill; make it bigger"
+
+    worker_processes()  # the rescuer
+    final = _wait(api, job["id"], lambda j: j["status"] in ("succeeded", "failed"))
+    assert final["status"] == "succeeded" and final["done"] == 2000
+    if held:
+        assert int(client.get(K.REDELIVERIES_KEY) or 0) >= 1  # the dead worker's entries were reclaimed
+    client.close()
+
+    pngs = _pngs(api.get(f"/v1/jobs/{job['id']}/result").content)
+    assert sorted(pngs) == [f"{i:08d}.png" for i in range(2000)]
+    model = ModelRegistry.from_directory(tiny_models_dir, "tiny").default
+    clean = render(model, RenderSpec(seed=21), np.arange(2000))
+    assert all(pngs[f"{s.index:08d}.png"] == s.data for s in clean)
+
+
+def test_two_worker_processes_share_one_job(
+    app_factory: Callable[..., TestClient], worker_processes: Callable[..., subprocess.Popen[bytes]], redis_url: str
+) -> None:
+    api = app_factory(with_worker=False)
+    worker_processes()
+    worker_processes()
+    job = api.post("/v1/jobs", json={"count": 1500, "seed": 4}).json()
+    final = _wait(api, job["id"], lambda j: j["status"] == "succeeded")
+    assert final["done"] == 1500
+    client = redis.Redis.from_url(redis_url)
+    consumers = client.xinfo_consumers(K.STREAM_BULK, K.WORKER_GROUP)
+    client.close()
+    assert len(consumers) == 2  # both processes read from the group
+    assert len(_pngs(api.get(f"/v1/jobs/{job['id']}/result").content)) == 1500
+
+
+def test_an_interactive_job_finishes_while_a_big_bulk_job_runs(app_factory: Callable[..., TestClient]) -> None:
+    api = app_factory(worker_concurrency=2, chunk_size=64, batch_size=16)
+    bulk = api.post("/v1/jobs", json={"count": 20000, "seed": 1}).json()
+    assert bulk["links"]
+    _wait(api, bulk["id"], lambda j: j["done"] >= 64)
+    interactive = api.post("/v1/jobs", json={"count": 8, "seed": 2}).json()
+    _wait(api, interactive["id"], lambda j: j["status"] == "succeeded", timeout_s=30)
+    status = api.get(f"/v1/jobs/{bulk['id']}").json()
+    assert status["priority"] == "bulk" and status["status"] == "running" and status["done"] < 20000
+    api.delete(f"/v1/jobs/{bulk['id']}")
+
+
+def test_admission_control_answers_429_with_retry_after(app_factory: Callable[..., TestClient]) -> None:
+    api = app_factory(with_worker=False, max_queued_images=100)
+    assert api.post("/v1/jobs", json={"count": 80}).status_code == 202
+    full = api.post("/v1/jobs", json={"count": 30})
+    assert full.status_code == 429
+    error = full.json()["error"]
+    assert error["code"] == "queue_full" and int(full.headers["retry-after"]) >= 1
+    assert error["details"]["queued_images"] == 80 and "budget is 100" in error["message"]
+    huge = api.post("/v1/jobs", json={"count": 101})
+    assert huge.status_code == 413 and huge.json()["error"]["code"] == "too_large"
+    assert 'synthgen_admissions_rejected_total{reason="queue_full"}' in api.get("/metrics").text
+    # cancelling releases the queued images, so there is room again
+    job_id = api.post("/v1/jobs", json={"count": 20}).json()["id"]
+    api.delete(f"/v1/jobs/{job_id}")
+    assert api.post("/v1/jobs", json={"count": 20}).status_code == 202
+
+
+def test_result_budget_refuses_new_jobs_until_results_expire(app_factory: Callable[..., TestClient]) -> None:
+    api = app_factory(max_result_bytes=1000)
+    job = api.post("/v1/jobs", json={"count": 10}).json()
+    _wait(api, job["id"], lambda j: j["status"] == "succeeded")
+    refused = api.post("/v1/jobs", json={"count": 1})
+    assert refused.status_code == 429 and refused.json()["error"]["code"] == "queue_full"
+    assert "stored results take" in refused.json()["error"]["message"]
+    assert 1 <= int(refused.headers["retry-after"]) <= 600
+
+
+def test_expired_jobs_read_as_expired_and_are_skipped(app_factory: Callable[..., TestClient], redis_url: str) -> None:
+    api = app_factory(with_worker=False)
+    job = api.post("/v1/jobs", json={"count": 100}).json()
+    client = redis.Redis.from_url(redis_url)
+    client.hset(K.job_key(job["id"]), "expires_at", time.time() - 1)
+    status = api.get(f"/v1/jobs/{job['id']}").json()
+    assert status["status"] == "expired"
+    gone = api.get(f"/v1/jobs/{job['id']}/result")
+    assert gone.status_code == 409 and "expired" in gone.json()["error"]["message"]
+    worker_api = app_factory()  # a worker now skips the expired job's chunks and releases its images
+    deadline = time.monotonic() + 30
+    while int(client.get(K.QUEUED_IMAGES_KEY) or 0) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert int(client.get(K.QUEUED_IMAGES_KEY) or 0) == 0 and client.xlen(K.STREAM_BULK) == 0
+    assert worker_api.get(f"/v1/jobs/{job['id']}").json()["done"] == 0
+    client.close()
+
+
+def test_directory_result_store(app_factory: Callable[..., TestClient], tmp_path: Path) -> None:
+    api = app_factory(result_store=f"dir:{tmp_path}")
+    job = api.post("/v1/jobs", json={"count": 120, "seed": 8}).json()
+    pngs = _pngs(api.get(f"/v1/jobs/{job['id']}/result").content)
+    assert len(pngs) == 120
+    files = sorted((tmp_path / job["id"]).glob("*.tar"))
+    assert [f.name for f in files] == ["00000000.tar", "00000001.tar", "00000002.tar"]
+    assert not list(tmp_path.rglob("*.tmp.*"))  # no partial chunk left behind

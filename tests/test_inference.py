@@ -1,0 +1,28 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from service.inference import IoBindingRunner, make_runner
+from service.registry import ModelRegistry
+
+
+def test_io_binding_gives_the_same_bytes_as_run(tiny_models_dir: Path) -> None:
+    model = ModelRegistry.from_directory(tiny_models_dir, "tiny").default
+    runner = IoBindingRunner(model, "cpu")
+    rng = np.random.default_rng(0)
+    for n in (1, 7, 64, 7):  # a batch size seen before reuses its buffers
+        z = rng.standard_normal((n, 8)).astype(np.float32)
+        out = runner(z)
+        assert out.shape == (n, 32, 32, 3) and np.array_equal(out, model.decode(z))
+    first = runner(np.zeros((7, 8), np.float32))
+    runner(np.ones((7, 8), np.float32))
+    assert not np.array_equal(first, runner(np.ones((7, 8), np.float32)))  # results are copies, not views
+
+
+def test_runner_choice_follows_the_provider(tiny_models_dir: Path) -> None:
+    model = ModelRegistry.from_directory(tiny_models_dir, "tiny").default
+    assert make_runner(model, "auto") == model.decode  # CPU: plain run
+    assert isinstance(make_runner(model, "on"), IoBindingRunner)
+    assert make_runner(model, "off") == model.decode
