@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import redis.asyncio as aioredis
 
 from service.embedded_redis import EmbeddedRedis
+from service.gpu_metrics import register_gpu_metrics
 from service.queue import JobQueue
 from service.registry import ModelRegistry
 from service.result_store import make_result_store
@@ -53,6 +54,7 @@ class Runtime:
         except Exception:
             await runtime.close()
             raise
+        register_gpu_metrics()
         if with_worker:
             worker = Worker(settings, client, registry)
             runtime.worker_task = asyncio.create_task(worker.run(runtime._stop), name="worker")

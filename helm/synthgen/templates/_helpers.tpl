@@ -102,3 +102,118 @@ prometheus.io/path: /metrics
       key: {{ .Values.externalRedis.existingSecretKey }}
 {{- end -}}
 {{- end -}}
+
+{{/* SYNTHGEN_MODELS_DIR: the image's directory, or the mounted models volume. */}}
+{{- define "synthgen.modelsDir" -}}
+{{- if eq .Values.models.source "image" -}}
+{{- .Values.config.modelsDir -}}
+{{- else -}}
+{{- .Values.models.mountPath -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Fail early on an incomplete models or autoscaling choice. */}}
+{{- define "synthgen.validate" -}}
+{{- include "synthgen.validateRedis" . -}}
+{{- if and (eq .Values.models.source "pvc") (not .Values.models.pvc.existingClaim) -}}
+{{- fail "models.source=pvc needs models.pvc.existingClaim" -}}
+{{- end -}}
+{{- if and (eq .Values.models.source "initContainer") (not .Values.models.initContainer.command) (not .Values.models.initContainer.url) -}}
+{{- fail "models.source=initContainer needs models.initContainer.url (or your own models.initContainer.command)" -}}
+{{- end -}}
+{{- $keda := .Values.worker.keda -}}
+{{- if $keda.enabled -}}
+{{- if lt (int $keda.maxReplicaCount) (int $keda.minReplicaCount) -}}
+{{- fail "worker.keda.maxReplicaCount must not be below worker.keda.minReplicaCount" -}}
+{{- end -}}
+{{- if and (eq $keda.trigger "redis-streams") (not .Values.redis.enabled) (not $keda.redisStreams.address) -}}
+{{- fail "worker.keda.redisStreams.address (host:port) is required with an external Redis" -}}
+{{- end -}}
+{{- end -}}
+{{- if and .Values.api.autoscaling.enabled (lt (int .Values.api.autoscaling.maxReplicas) (int .Values.api.autoscaling.minReplicas)) -}}
+{{- fail "api.autoscaling.maxReplicas must not be below api.autoscaling.minReplicas" -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Whether the api mounts a keys file, and the Secret it comes from. */}}
+{{- define "synthgen.apiKeysSecret" -}}
+{{- if .Values.apiKeys.existingSecret -}}
+{{- .Values.apiKeys.existingSecret -}}
+{{- else if .Values.apiKeys.keys -}}
+{{- printf "%s-api-keys" (include "synthgen.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Volume mounts of the models volume, as list items; empty for models from the image. */}}
+{{- define "synthgen.modelsVolumeMount" -}}
+{{- if ne .Values.models.source "image" -}}
+- name: models
+  mountPath: {{ .Values.models.mountPath }}
+  readOnly: true
+  {{- if and (eq .Values.models.source "pvc") .Values.models.pvc.subPath }}
+  subPath: {{ .Values.models.pvc.subPath }}
+  {{- end }}
+{{- end -}}
+{{- end -}}
+
+{{/* The models volume, as list items; empty for models from the image. */}}
+{{- define "synthgen.modelsVolume" -}}
+{{- if eq .Values.models.source "pvc" -}}
+- name: models
+  persistentVolumeClaim:
+    claimName: {{ .Values.models.pvc.existingClaim }}
+    readOnly: true
+{{- else if eq .Values.models.source "initContainer" -}}
+- name: models
+  emptyDir:
+    sizeLimit: {{ .Values.models.initContainer.sizeLimit }}
+{{- end -}}
+{{- end -}}
+
+{{/* Init container that fills the models volume, as list items; empty unless models.source=initContainer. */}}
+{{- define "synthgen.modelsInitContainer" -}}
+{{- if eq .Values.models.source "initContainer" -}}
+{{- $init := .Values.models.initContainer -}}
+- name: fetch-models
+  image: "{{ $init.image.repository }}:{{ $init.image.tag }}"
+  imagePullPolicy: {{ $init.image.pullPolicy }}
+  {{- if $init.command }}
+  command:
+    {{- toYaml $init.command | nindent 4 }}
+  {{- else }}
+  command: ["sh", "-ec", "curl -fsSL --retry 3 \"$MODELS_URL\" | tar -xz -C \"$MODELS_DIR\" && ls -l \"$MODELS_DIR\""]
+  {{- end }}
+  {{- with $init.args }}
+  args:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  env:
+    - name: MODELS_DIR
+      value: {{ .Values.models.mountPath | quote }}
+    - name: MODELS_URL
+      value: {{ $init.url | quote }}
+    - name: HOME
+      value: /tmp
+    {{- with $init.env }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+  resources:
+    {{- toYaml $init.resources | nindent 4 }}
+  securityContext:
+    {{- toYaml .Values.containerSecurityContext | nindent 4 }}
+  volumeMounts:
+    - name: models
+      mountPath: {{ .Values.models.mountPath }}
+    - name: tmp
+      mountPath: /tmp
+{{- end -}}
+{{- end -}}
+
+{{/* PodDisruptionBudget spec fields of one component's pdb values. */}}
+{{- define "synthgen.pdbSpec" -}}
+{{- if ne (toString .minAvailable) "" -}}
+minAvailable: {{ .minAvailable }}
+{{- else -}}
+maxUnavailable: {{ .maxUnavailable }}
+{{- end -}}
+{{- end -}}
