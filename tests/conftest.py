@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 
+from service.api import create_app
 from service.embedded_redis import EmbeddedRedis
+from service.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED_MODELS = REPO / "models"
@@ -64,3 +68,21 @@ def tiny_models_dir(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFact
     models = tmp_path_factory.mktemp("models")
     export_package(tiny_checkpoint, models / "tiny", name="tiny", version="1")
     return models
+
+
+@pytest.fixture
+def app_factory(redis_url: str, tiny_models_dir: Path) -> Iterator[Callable[..., TestClient]]:
+    """Start real apps (with an in-process worker unless told otherwise) on the test's redis-server and
+    the tiny model; every one is shut down afterwards."""
+    opened: list[TestClient] = []
+
+    def make(with_worker: bool = True, **overrides: Any) -> TestClient:
+        values: dict[str, Any] = {"redis_url": redis_url, "models_dir": tiny_models_dir, "default_model": "tiny", **overrides}
+        client = TestClient(create_app(Settings(**values), with_worker=with_worker))
+        client.__enter__()
+        opened.append(client)
+        return client
+
+    yield make
+    for client in opened:
+        client.__exit__(None, None, None)

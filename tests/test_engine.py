@@ -19,39 +19,16 @@ import redis
 from fastapi.testclient import TestClient
 
 from service import constants as K
-from service.api import create_app
 from service.generation import RenderSpec, render
 from service.registry import ModelRegistry
-from service.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-def _settings(redis_url: str, models: Path, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {
-        "redis_url": redis_url,
-        "models_dir": models,
-        "default_model": "tiny",
-        "chunk_size": 50,
-        "batch_size": 32,
-    }
-    values.update(overrides)
-    return Settings(**values)
-
-
 @pytest.fixture
-def app_factory(redis_url: str, tiny_models_dir: Path) -> Iterator[Callable[..., TestClient]]:
-    opened: list[TestClient] = []
-
-    def make(with_worker: bool = True, **overrides: Any) -> TestClient:
-        client = TestClient(create_app(_settings(redis_url, tiny_models_dir, **overrides), with_worker=with_worker))
-        client.__enter__()
-        opened.append(client)
-        return client
-
-    yield make
-    for client in opened:
-        client.__exit__(None, None, None)
+def engine_app(app_factory: Callable[..., TestClient]) -> Callable[..., TestClient]:
+    defaults = {"chunk_size": 50, "batch_size": 32}
+    return lambda with_worker=True, **overrides: app_factory(with_worker, **{**defaults, **overrides})
 
 
 @pytest.fixture
@@ -99,12 +76,12 @@ def _pngs(data: bytes) -> dict[str, bytes]:
 
 
 def test_sigkill_mid_job_loses_nothing_and_changes_no_byte(
-    app_factory: Callable[..., TestClient],
+    engine_app: Callable[..., TestClient],
     worker_processes: Callable[..., subprocess.Popen[bytes]],
     redis_url: str,
     tiny_models_dir: Path,
 ) -> None:
-    api = app_factory(with_worker=False)
+    api = engine_app(with_worker=False)
     job = api.post("/v1/jobs", json={"count": 2000, "seed": 21}).json()
     victim = worker_processes()
     _wait(api, job["id"], lambda j: j["done"] >= 300)
@@ -130,9 +107,9 @@ def test_sigkill_mid_job_loses_nothing_and_changes_no_byte(
 
 
 def test_two_worker_processes_share_one_job(
-    app_factory: Callable[..., TestClient], worker_processes: Callable[..., subprocess.Popen[bytes]], redis_url: str
+    engine_app: Callable[..., TestClient], worker_processes: Callable[..., subprocess.Popen[bytes]], redis_url: str
 ) -> None:
-    api = app_factory(with_worker=False)
+    api = engine_app(with_worker=False)
     worker_processes()
     worker_processes()
     job = api.post("/v1/jobs", json={"count": 1500, "seed": 4}).json()
@@ -145,8 +122,8 @@ def test_two_worker_processes_share_one_job(
     assert len(_pngs(api.get(f"/v1/jobs/{job['id']}/result").content)) == 1500
 
 
-def test_an_interactive_job_finishes_while_a_big_bulk_job_runs(app_factory: Callable[..., TestClient]) -> None:
-    api = app_factory(worker_concurrency=2, chunk_size=64, batch_size=16)
+def test_an_interactive_job_finishes_while_a_big_bulk_job_runs(engine_app: Callable[..., TestClient]) -> None:
+    api = engine_app(worker_concurrency=2, chunk_size=64, batch_size=16)
     bulk = api.post("/v1/jobs", json={"count": 20000, "seed": 1}).json()
     assert bulk["links"]
     _wait(api, bulk["id"], lambda j: j["done"] >= 64)
@@ -157,8 +134,8 @@ def test_an_interactive_job_finishes_while_a_big_bulk_job_runs(app_factory: Call
     api.delete(f"/v1/jobs/{bulk['id']}")
 
 
-def test_admission_control_answers_429_with_retry_after(app_factory: Callable[..., TestClient]) -> None:
-    api = app_factory(with_worker=False, max_queued_images=100)
+def test_admission_control_answers_429_with_retry_after(engine_app: Callable[..., TestClient]) -> None:
+    api = engine_app(with_worker=False, max_queued_images=100)
     assert api.post("/v1/jobs", json={"count": 80}).status_code == 202
     full = api.post("/v1/jobs", json={"count": 30})
     assert full.status_code == 429
@@ -174,8 +151,8 @@ def test_admission_control_answers_429_with_retry_after(app_factory: Callable[..
     assert api.post("/v1/jobs", json={"count": 20}).status_code == 202
 
 
-def test_result_budget_refuses_new_jobs_until_results_expire(app_factory: Callable[..., TestClient]) -> None:
-    api = app_factory(max_result_bytes=1000)
+def test_result_budget_refuses_new_jobs_until_results_expire(engine_app: Callable[..., TestClient]) -> None:
+    api = engine_app(max_result_bytes=1000)
     job = api.post("/v1/jobs", json={"count": 10}).json()
     _wait(api, job["id"], lambda j: j["status"] == "succeeded")
     refused = api.post("/v1/jobs", json={"count": 1})
@@ -184,8 +161,8 @@ def test_result_budget_refuses_new_jobs_until_results_expire(app_factory: Callab
     assert 1 <= int(refused.headers["retry-after"]) <= 600
 
 
-def test_expired_jobs_read_as_expired_and_are_skipped(app_factory: Callable[..., TestClient], redis_url: str) -> None:
-    api = app_factory(with_worker=False)
+def test_expired_jobs_read_as_expired_and_are_skipped(engine_app: Callable[..., TestClient], redis_url: str) -> None:
+    api = engine_app(with_worker=False)
     job = api.post("/v1/jobs", json={"count": 100}).json()
     client = redis.Redis.from_url(redis_url)
     client.hset(K.job_key(job["id"]), "expires_at", time.time() - 1)
@@ -193,7 +170,7 @@ def test_expired_jobs_read_as_expired_and_are_skipped(app_factory: Callable[...,
     assert status["status"] == "expired"
     gone = api.get(f"/v1/jobs/{job['id']}/result")
     assert gone.status_code == 409 and "expired" in gone.json()["error"]["message"]
-    worker_api = app_factory()  # a worker now skips the expired job's chunks and releases its images
+    worker_api = engine_app()  # a worker now skips the expired job's chunks and releases its images
     deadline = time.monotonic() + 30
     while int(client.get(K.QUEUED_IMAGES_KEY) or 0) and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -202,8 +179,8 @@ def test_expired_jobs_read_as_expired_and_are_skipped(app_factory: Callable[...,
     client.close()
 
 
-def test_directory_result_store(app_factory: Callable[..., TestClient], tmp_path: Path) -> None:
-    api = app_factory(result_store=f"dir:{tmp_path}")
+def test_directory_result_store(engine_app: Callable[..., TestClient], tmp_path: Path) -> None:
+    api = engine_app(result_store=f"dir:{tmp_path}")
     job = api.post("/v1/jobs", json={"count": 120, "seed": 8}).json()
     pngs = _pngs(api.get(f"/v1/jobs/{job['id']}/result").content)
     assert len(pngs) == 120

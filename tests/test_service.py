@@ -6,7 +6,7 @@ import io
 import json
 import tarfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,37 +15,17 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from service.api import create_app
 from service.generation import RenderSpec, render
 from service.registry import ModelRegistry
-from service.settings import Settings
 
 ClientFactory = Callable[..., TestClient]
 
 
 @pytest.fixture
-def client_factory(redis_url: str, tiny_models_dir: Path) -> Iterator[ClientFactory]:
-    """Start apps (api + in-process worker) against the test's redis-server; all closed afterwards."""
-    opened: list[TestClient] = []
-
-    def make(**overrides: Any) -> TestClient:
-        values: dict[str, Any] = {
-            "redis_url": redis_url,
-            "models_dir": tiny_models_dir,
-            "default_model": "tiny",
-            "chunk_size": 32,
-            "batch_size": 16,
-            "max_count": 5000,
-        }
-        values.update(overrides)
-        client = TestClient(create_app(Settings(**values)))
-        client.__enter__()
-        opened.append(client)
-        return client
-
-    yield make
-    for client in opened:
-        client.__exit__(None, None, None)
+def client_factory(app_factory: Callable[..., TestClient]) -> ClientFactory:
+    """Apps with small chunks and batches, so that even small jobs cross chunk boundaries."""
+    defaults = {"chunk_size": 32, "batch_size": 16, "max_count": 5000}
+    return lambda **overrides: app_factory(**{**defaults, **overrides})
 
 
 @pytest.fixture
