@@ -8,6 +8,11 @@
 #
 #   docker run --rm -p 8000:8000 synthgen:0.1.0                          # api + worker + embedded redis
 #   docker run --rm -e REDIS_URL=redis://redis:6379/0 synthgen:0.1.0 serve --role worker --host 0.0.0.0
+#
+# PYTHON_IMAGE may be any Debian-based image with CPython 3.11 as `python3` and its venv module
+# (python3-venv on plain Debian): the stages below use only `python3 -m venv`, never a bare
+# `python` or `pip`. scripts/image_smoke_test.sh builds on a debootstrap'd bookworm that way:
+#   buildah bud --target cpu --build-arg PYTHON_IMAGE=localhost/bookworm-python:3.11 -t synthgen:smoke .
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 ARG CUDA_IMAGE=nvidia/cuda:12.6.3-cudnn-runtime-ubuntu22.04
@@ -20,7 +25,8 @@ FROM ${UV_IMAGE} AS uv
 FROM ${PYTHON_IMAGE} AS wheel
 WORKDIR /src
 COPY . .
-RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels . \
+RUN python3 -m venv /tmp/build-venv \
+    && /tmp/build-venv/bin/pip wheel --no-cache-dir --no-deps --wheel-dir /wheels . \
     && ls -l /wheels
 
 # ---------------------------------------------------------------------------------------------
@@ -28,7 +34,7 @@ RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels . \
 FROM ${PYTHON_IMAGE} AS cpu-build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 COPY --from=wheel /wheels /wheels
-RUN python -m venv /opt/venv \
+RUN python3 -m venv /opt/venv \
     && /opt/venv/bin/pip install --no-cache-dir /wheels/*.whl \
     && /opt/venv/bin/python -c "import importlib.util as u, sys; sys.exit('torch must not be in the serving image' if u.find_spec('torch') else 0)" \
     && /opt/venv/bin/python -c "import onnxruntime; print('onnxruntime', onnxruntime.__version__, onnxruntime.get_available_providers())" \

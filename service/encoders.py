@@ -21,8 +21,9 @@ TAR_MTIME = 0
 def encode_image(image: np.ndarray, fmt: str, quality: int = 90, png_compress_level: int = 1) -> bytes:
     """Encode one image [H, W, C] uint8.
 
-    PNG uses zlib level 1 by default: on 64x64 faces it is several times faster than the default 6
-    and only slightly larger (see bench/).
+    PNG uses zlib level 1 by default: on the shipped 64x64 faces it encodes 1.14x as fast as
+    Pillow's default level 6, for 5% more bytes; level 9 buys nothing over 6, and level 0 is 2.2x as
+    fast but 37% larger (bench/bench_encode.py).
     """
     if fmt == "npy":
         buffer = io.BytesIO()

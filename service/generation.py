@@ -71,6 +71,13 @@ def samples_to_tar(samples: list[RenderedSample], fmt: str) -> tuple[bytes, list
     return b"".join(parts), offsets
 
 
+def encode_chunk(
+    model: LoadedModel, spec: RenderSpec, indices: np.ndarray, z: np.ndarray, images: np.ndarray
+) -> tuple[bytes, list[int]]:
+    """A chunk's tar blocks and sample offsets, from its decoded images (runs in the encode pool)."""
+    return samples_to_tar(encode_samples(model, spec, indices, z, images), spec.fmt)
+
+
 def _batches(count: int, batch_size: int) -> Iterator[np.ndarray]:
     for start in range(0, count, batch_size):
         yield np.arange(start, min(count, start + batch_size), dtype=np.int64)

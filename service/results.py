@@ -11,8 +11,10 @@ from service.encoders import tar_end
 from service.queue import TERMINAL, JobQueue, job_view
 
 log = logging.getLogger(__name__)
-POLL_S = 0.05
-MAX_POLL_S = 0.5
+# A waiting reader checks often at first, so a small job's result leaves as soon as it is stored,
+# then backs off, so a reader ahead of a long job costs Redis little.
+POLL_S = 0.005
+MAX_POLL_S = 0.25
 
 
 class ResultAborted(Exception):

@@ -20,7 +20,7 @@ from service import constants as K
 from service import metrics as M
 from service.batching import DynamicBatcher
 from service.errors import NotFound
-from service.generation import RenderSpec, encode_samples, samples_to_tar
+from service.generation import RenderSpec, encode_chunk
 from service.inference import make_runner
 from service.queue import JobQueue, WorkItem
 from service.registry import LoadedModel, ModelRegistry
@@ -188,8 +188,7 @@ class Worker:
         images = await self._batcher(model).infer(z, item.priority)
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
-        samples = await loop.run_in_executor(self._encode_pool, encode_samples, model, spec, indices, z, images)
-        tar, offsets = samples_to_tar(samples, spec.fmt)
+        tar, offsets = await loop.run_in_executor(self._encode_pool, encode_chunk, model, spec, indices, z, images)
         M.ENCODE_SECONDS.labels(spec.fmt).observe(time.perf_counter() - started)
         done, finished = await self.queue.complete_chunk(item, len(indices), tar, offsets, float(job["expires_at"]))
         if done < 0:
