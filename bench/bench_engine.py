@@ -151,15 +151,29 @@ def interactive(base: str, clients: int = 32, per_client: int = 8) -> tuple[floa
     return float(q[0]), float(q[1]), len(latencies) / elapsed
 
 
-def lone_job_latency(base: str, repeats: int = 15) -> float:
-    """Median ms from POST to the last byte of a 1-image job."""
-    times = []
-    for i in range(repeats):
-        started = time.perf_counter()
-        job = httpx.post(f"{base}/v1/jobs", json={"count": 1, "seed": 50 + i}, timeout=30).json()
-        httpx.get(f"{base}/v1/jobs/{job['id']}/result", timeout=60).raise_for_status()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times) * 1000
+def lone_job_latency(base: str, repeats: int = 21) -> tuple[float, float, float]:
+    """Median ms of: a 1-image job from POST to the last byte; the same two requests on a finished job
+    (HTTP and API cost alone); and decoding plus encoding one image directly in this process."""
+    settings = get_settings()
+    model = ModelRegistry.from_directory(settings.models_dir, settings.default_model).default
+    spec = RenderSpec(seed=0)
+    lone, floor, direct = [], [], []
+    with httpx.Client(timeout=60) as http:
+        for i in range(repeats):
+            started = time.perf_counter()
+            job = http.post(f"{base}/v1/jobs", json={"count": 1, "seed": 50 + i}).json()
+            http.get(f"{base}/v1/jobs/{job['id']}/result").raise_for_status()
+            lone.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            http.get(f"{base}/v1/jobs/{job['id']}")
+            http.get(f"{base}/v1/jobs/{job['id']}/result").raise_for_status()
+            floor.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            indices = np.array([i])
+            z = model.latents(0, indices)
+            encode_samples(model, spec, indices, z, model.decode(z))
+            direct.append(time.perf_counter() - started)
+    return statistics.median(lone) * 1000, statistics.median(floor) * 1000, statistics.median(direct) * 1000
 
 
 def main() -> None:
@@ -204,13 +218,17 @@ def main() -> None:
         print(f"   alone:       p50 {alone[0]:7.1f} ms  p99 {alone[1]:7.1f} ms  {alone[2]:6.0f} images/s")
         print(f"   during bulk: p50 {during[0]:7.1f} ms  p99 {during[1]:7.1f} ms  {during[2]:6.0f} images/s"
               f"  (p99 ratio {during[1] / alone[1]:.2f}x)")  # fmt: skip
-        lone = lone_job_latency(service.base)
+        lone, floor, direct = lone_job_latency(service.base)
         wait_ms = get_settings().batch_wait_ms
-        print(f"   a lone 1-image job, POST to last byte: median {lone:.1f} ms (batch wait W = {wait_ms} ms)")
+        added = lone - floor - direct
+        print(f"   a lone 1-image job, POST to last byte: median {lone:.1f} ms = {floor:.1f} ms of HTTP/API requests "
+              f"+ {direct:.1f} ms to decode and encode + {added:.1f} ms added by queue and batching (W = {wait_ms} ms)")  # fmt: skip
     finally:
         service.close()
 
-    two = Service(2, {**env, "SYNTHGEN_ENCODE_THREADS": "1"})
+    # two processes share the cores: each gets half of the split
+    half = {"SYNTHGEN_ORT_THREADS": str(max(1, best[0] // 2)), "SYNTHGEN_ENCODE_THREADS": str(max(1, best[1] // 2))}
+    two = Service(2, {**env, **half})
     try:
         run_job(two.base, 500, args.format)
         two_rate, _ = run_job(two.base, args.count, args.format, seed=1)

@@ -56,6 +56,9 @@ runroot = "$WORK/run"
 EOF
 export CONTAINERS_STORAGE_CONF="$WORK/storage.conf"
 PODMAN=(podman --cgroup-manager cgroupfs --events-backend file)
+# podman and buildah raise nofile/nproc by default, which a sandbox without CAP_SYS_RESOURCE refuses:
+# keep this shell's limits.
+ULIMITS=(--ulimit "nofile=$(ulimit -Sn):$(ulimit -Hn)" --ulimit "nproc=$(ulimit -Su):$(ulimit -Hu)")
 
 # --- base image: debootstrap'd bookworm with python3.11 ----------------------------------------------
 if [[ "${REBUILD_BASE:-0}" == 1 ]] || ! buildah inspect --type image "$BASE_IMAGE" > /dev/null 2>&1; then
@@ -69,16 +72,16 @@ if [[ "${REBUILD_BASE:-0}" == 1 ]] || ! buildah inspect --type image "$BASE_IMAG
   printf '[global]\ncert = /etc/ssl/certs/ca-certificates.crt\n' > "$rootfs/etc/pip.conf"
   rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/log/*.log
   log "importing $rootfs as $BASE_IMAGE"
-  tar -C "$rootfs" -c . | "${PODMAN[@]}" import --change 'CMD ["/bin/bash"]' - "$BASE_IMAGE" > /dev/null
+  tar -C "$rootfs" -c . | "${PODMAN[@]}" import --quiet --change 'CMD ["/bin/bash"]' - "$BASE_IMAGE" > /dev/null
   rm -rf "$rootfs"
 fi
-"${PODMAN[@]}" run --rm --runtime runc --network host "$BASE_IMAGE" python3 -c 'import sys, venv; print("base python", sys.version.split()[0])'
+"${PODMAN[@]}" run --rm --runtime runc --network host "${ULIMITS[@]}" "$BASE_IMAGE" python3 -c 'import sys, venv; print("base python", sys.version.split()[0])'
 
 # --- build ---------------------------------------------------------------------------------------
 log "building target cpu as $IMAGE"
 started=$(date +%s)
 # Every FROM image name points at the local base: buildah may resolve the unused gpu stages too.
-buildah bud --isolation chroot --format docker --network host --layers=false \
+buildah bud --isolation chroot --format docker --network host --layers=false "${ULIMITS[@]}" \
   --target cpu \
   --build-arg PYTHON_IMAGE="$BASE_IMAGE" \
   --build-arg UV_IMAGE="$BASE_IMAGE" \
@@ -97,7 +100,7 @@ cleanup() {
 }
 trap cleanup EXIT
 log "starting $CONTAINER on 127.0.0.1:$PORT"
-"${PODMAN[@]}" run -d --runtime runc --name "$CONTAINER" --network host \
+"${PODMAN[@]}" run -d --runtime runc --name "$CONTAINER" --network host "${ULIMITS[@]}" \
   --read-only --tmpfs /tmp --cap-drop ALL --security-opt no-new-privileges \
   "$IMAGE" serve --role all --host 127.0.0.1 --port "$PORT" > /dev/null
 
