@@ -57,8 +57,10 @@ EOF
 export CONTAINERS_STORAGE_CONF="$WORK/storage.conf"
 PODMAN=(podman --cgroup-manager cgroupfs --events-backend file)
 # podman and buildah raise nofile/nproc by default, which a sandbox without CAP_SYS_RESOURCE refuses:
-# keep this shell's limits.
-ULIMITS=(--ulimit "nofile=$(ulimit -Sn):$(ulimit -Hn)" --ulimit "nproc=$(ulimit -Su):$(ulimit -Hu)")
+# keep this shell's open-files limit and ask for a modest process limit.
+nproc="$(ulimit -Hu)"
+[[ "$nproc" == unlimited || "$nproc" -gt 4096 ]] && nproc=4096
+ULIMITS=(--ulimit "nofile=$(ulimit -Sn):$(ulimit -Hn)" --ulimit "nproc=$nproc:$nproc")
 
 # --- base image: debootstrap'd bookworm with python3.11 ----------------------------------------------
 if [[ "${REBUILD_BASE:-0}" == 1 ]] || ! buildah inspect --type image "$BASE_IMAGE" > /dev/null 2>&1; then
@@ -101,7 +103,7 @@ cleanup() {
 trap cleanup EXIT
 log "starting $CONTAINER on 127.0.0.1:$PORT"
 "${PODMAN[@]}" run -d --runtime runc --name "$CONTAINER" --network host "${ULIMITS[@]}" \
-  --read-only --tmpfs /tmp --cap-drop ALL --security-opt no-new-privileges \
+  --read-only --tmpfs /tmp --cap-drop ALL --security-opt no-new-privileges --health-interval disable \
   "$IMAGE" serve --role all --host 127.0.0.1 --port "$PORT" > /dev/null
 
 # --- check ---------------------------------------------------------------------------------------
@@ -156,6 +158,12 @@ then
   "${PODMAN[@]}" logs --tail 40 "$CONTAINER" >&2 || true
   die "the running image did not pass"
 fi
+
+# the image's HEALTHCHECK command (run once by hand: no systemd timers here)
+"${PODMAN[@]}" healthcheck run "$CONTAINER" || die "the image's HEALTHCHECK failed"
+log "HEALTHCHECK healthy"
+user="$("${PODMAN[@]}" exec "$CONTAINER" id -u)"
+[[ "$user" == 10001 ]] || die "the image runs as uid $user, not 10001"
 
 size="$("${PODMAN[@]}" image inspect --format '{{.Size}}' "$IMAGE")"
 base_size="$("${PODMAN[@]}" image inspect --format '{{.Size}}' "$BASE_IMAGE")"

@@ -229,11 +229,8 @@ async def get_image(
     if etag in request.headers.get("if-none-match", ""):
         return Response(status_code=304, headers=headers)
 
-    def render() -> bytes:
-        image = loaded.generate(seed, np.array([index], dtype=np.int64), truncation)[0]
-        return encode_image(image, fmt, quality, runtime.settings.png_compress_level)
-
-    data = await run_in_threadpool(render)
+    image = (await runtime.decode_images(loaded, seed, np.array([index], dtype=np.int64), truncation))[0]
+    data = await run_in_threadpool(encode_image, image, fmt, quality, runtime.settings.png_compress_level)
     return Response(data, media_type=MEDIA_TYPES[fmt], headers=headers)
 
 

@@ -15,7 +15,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 InferFn = Callable[[np.ndarray], np.ndarray]
 BatchObserver = Callable[[int, float], None]  # (batch size, seconds)
+MoreComing = Callable[[], bool]  # whether any caller is about to submit
 
 
 PRIORITIES = ("interactive", "bulk")
@@ -47,7 +48,10 @@ class DynamicBatcher:
         max_wait_s: float,
         executor: Executor | None = None,
         observe: BatchObserver | None = None,
+        more_coming: MoreComing | None = None,
     ) -> None:
+        """``more_coming``, when given, says whether another request is on its way: when none is, a
+        batch leaves at once instead of waiting out ``max_wait_s`` for requests that cannot come."""
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
         if max_wait_s < 0:
@@ -57,6 +61,7 @@ class DynamicBatcher:
         self.max_wait_s = max_wait_s
         self._executor = executor
         self._observe = observe
+        self._more_coming = more_coming
         self._queues: dict[str, deque[_Request]] = {p: deque() for p in PRIORITIES}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -79,6 +84,10 @@ class DynamicBatcher:
 
     async def infer(self, z: np.ndarray, priority: str = "bulk") -> np.ndarray:
         """Run the model on z [N, D]; N may exceed max_batch. Returns the outputs in the same order."""
+        return await self.submit(z, priority)
+
+    def submit(self, z: np.ndarray, priority: str = "bulk") -> Awaitable[np.ndarray]:
+        """Queue z at once (so the caller can tell that it has submitted), and return what to await."""
         if self._task is None:
             raise RuntimeError("DynamicBatcher.infer called before start()")
         if priority not in self._queues:
@@ -90,6 +99,10 @@ class DynamicBatcher:
             self._queues[priority].append(_Request(z[start : start + self.max_batch], priority, future))
             futures.append(future)
         self._wake.set()
+        return self._join(futures)
+
+    @staticmethod
+    async def _join(futures: list[asyncio.Future[np.ndarray]]) -> np.ndarray:
         parts = await asyncio.gather(*futures)
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
@@ -120,6 +133,8 @@ class DynamicBatcher:
         batch, size = [first], len(first.z)
         deadline = time.monotonic() + self.max_wait_s
         while size < self.max_batch:
+            if self._more_coming is not None and not self._more_coming() and not any(self._queues.values()):
+                break  # nobody else is about to submit: waiting would only add latency
             request = await self._next(deadline - time.monotonic())  # the remaining wait, recomputed every pass
             if request is None:
                 break

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+import numpy as np
 import redis.asyncio as aioredis
 
+from service.batching import DynamicBatcher
 from service.embedded_redis import EmbeddedRedis
 from service.gpu_metrics import register_gpu_metrics
 from service.queue import JobQueue
-from service.registry import ModelRegistry
+from service.registry import LoadedModel, ModelRegistry
 from service.result_store import make_result_store
 from service.settings import Settings
 from service.worker import Worker
@@ -35,6 +38,31 @@ class Runtime:
     embedded: EmbeddedRedis | None = None
     worker_task: asyncio.Task[None] | None = None
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
+    # single-image requests are batched too: concurrent clients share decoder runs
+    _image_batchers: dict[str, DynamicBatcher] = field(default_factory=dict)
+    _image_pool: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="api-infer"))
+    _images_preparing: int = 0
+
+    async def decode_images(self, model: LoadedModel, seed: int, indices: np.ndarray, truncation: float | None) -> np.ndarray:
+        """Decode a few images in the API process, batched with other concurrent requests."""
+        ref = model.package.ref
+        if ref not in self._image_batchers:
+            batcher = DynamicBatcher(
+                model.decode,
+                self.settings.batch_size,
+                self.settings.batch_wait_ms / 1000,
+                self._image_pool,
+                more_coming=lambda: self._images_preparing > 0,
+            )
+            batcher.start()
+            self._image_batchers[ref] = batcher
+        self._images_preparing += 1
+        try:
+            z = model.latents(seed, indices, truncation)
+            pending = self._image_batchers[ref].submit(z, "interactive")
+        finally:
+            self._images_preparing -= 1
+        return await pending
 
     @classmethod
     async def start(cls, settings: Settings, with_worker: bool, registry: ModelRegistry | None = None) -> Runtime:
@@ -69,6 +97,9 @@ class Runtime:
 
     async def close(self) -> None:
         self._stop.set()
+        for batcher in self._image_batchers.values():
+            await batcher.stop()
+        self._image_pool.shutdown(wait=False)
         if self.worker_task is not None:
             try:
                 await asyncio.wait_for(self.worker_task, timeout=30)

@@ -43,6 +43,7 @@ class Worker:
         self._encode_pool = ThreadPoolExecutor(settings.encode_threads, thread_name_prefix="encode")
         self._batchers: dict[str, DynamicBatcher] = {}
         self._inflight: dict[str, WorkItem] = {}
+        self._preparing = 0  # work items started that have not yet handed their latents to the batcher
         self._tasks: set[asyncio.Task[None]] = set()
 
     def _batcher(self, model: LoadedModel) -> DynamicBatcher:
@@ -111,6 +112,7 @@ class Worker:
 
     def _spawn(self, item: WorkItem) -> None:
         self._inflight[item.entry_id] = item
+        self._preparing += 1
         M.WORKER_INFLIGHT.set(len(self._inflight))
         task = asyncio.create_task(self._process(item))
         self._tasks.add(task)
@@ -140,8 +142,9 @@ class Worker:
             await asyncio.sleep(period)
 
     async def _process(self, item: WorkItem) -> None:
+        state = {"preparing": True}
         try:
-            await self._compute_and_store(item)
+            await self._compute_and_store(item, state)
         except aioredis.RedisError as exc:
             # Left pending: another pass (here or on another worker) will reclaim it.
             M.CHUNKS.labels("redis_error").inc()
@@ -156,8 +159,16 @@ class Worker:
             M.JOBS_FINISHED.labels("failed").inc()
             log.exception("work item %s of job %s failed", item.entry_id, item.job_id)
             await self.queue.fail_job(item, f"{type(exc).__name__}: {exc}")
+        finally:
+            if state["preparing"]:
+                self._preparing -= 1
 
-    async def _compute_and_store(self, item: WorkItem) -> None:
+    def _submitted(self, state: dict[str, bool]) -> None:
+        if state["preparing"]:
+            state["preparing"] = False
+            self._preparing -= 1
+
+    async def _compute_and_store(self, item: WorkItem, state: dict[str, bool]) -> None:
         try:
             job = await self.queue.get_job(item.job_id)
         except NotFound:
@@ -185,7 +196,10 @@ class Worker:
         )
         indices = np.arange(item.start, item.stop, dtype=np.int64)
         z = model.latents(spec.seed, indices, spec.truncation)
-        images = await self._batcher(model).infer(z, item.priority)
+        batcher = self._batcher(model)
+        pending = batcher.submit(z, item.priority)
+        self._submitted(state)  # the latents are in the batcher's queue now
+        images = await pending
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
         tar, offsets = await loop.run_in_executor(self._encode_pool, encode_chunk, model, spec, indices, z, images)

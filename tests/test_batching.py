@@ -130,3 +130,18 @@ def test_unknown_priority_is_refused() -> None:
             await batcher.stop()
 
     asyncio.run(scenario())
+
+
+@pytest.mark.parametrize(("more", "at_least", "at_most"), [(False, 0.0, 0.3), (True, 0.4, 3.0)])
+def test_a_batch_waits_only_while_more_requests_can_come(more: bool, at_least: float, at_most: float) -> None:
+    async def scenario() -> float:
+        batcher = DynamicBatcher(RecordingModel(), max_batch=64, max_wait_s=0.5, more_coming=lambda: more)
+        batcher.start()
+        try:
+            started = time.monotonic()
+            await batcher.infer(np.zeros((2, 3), np.float32), "interactive")
+            return time.monotonic() - started
+        finally:
+            await batcher.stop()
+
+    assert at_least <= asyncio.run(scenario()) < at_most
