@@ -104,7 +104,7 @@ trap cleanup EXIT
 log "starting $CONTAINER on 127.0.0.1:$PORT"
 "${PODMAN[@]}" run -d --runtime runc --name "$CONTAINER" --network host "${ULIMITS[@]}" \
   --read-only --tmpfs /tmp --cap-drop ALL --security-opt no-new-privileges --health-interval disable \
-  "$IMAGE" serve --role all --host 127.0.0.1 --port "$PORT" > /dev/null
+  -e SYNTHGEN_PORT="$PORT" "$IMAGE" serve --role all --host 127.0.0.1 > /dev/null 2>> "$WORK/podman.log"
 
 # --- check ---------------------------------------------------------------------------------------
 if ! python3 - "$PORT" "$TIMEOUT_S" <<'PY'

@@ -23,6 +23,11 @@ def job_done_key(job_id: str) -> str:
     return f"{PREFIX}:job:{job_id}:done"
 
 
+def job_progress_key(job_id: str) -> str:
+    """List that each completed chunk's number is pushed to, to wake readers waiting on the job."""
+    return f"{PREFIX}:job:{job_id}:progress"
+
+
 def result_key(job_id: str, chunk: int) -> str:
     """Hash of one chunk's result: its tar blocks and the offset of each sample in them."""
     return f"{PREFIX}:result:{job_id}:{chunk}"

@@ -225,6 +225,7 @@ class JobQueue:
             K.result_bytes_key(bytes_bucket),
             K.drained_key(int(now) // K.DRAIN_BUCKET_S),
             K.QUEUED_IMAGES_KEY,
+            K.job_progress_key(item.job_id),
         ]
         args: list[bytes | str | int | float] = [
             item.chunk, images, stored, json.dumps(offsets), expire, K.WORKER_GROUP, item.entry_id, now,
@@ -246,6 +247,10 @@ class JobQueue:
         """Mark the job failed (a chunk cannot be computed), and drop its entry."""
         await self.stop_job(item.job_id, "failed", error)
         await self.skip(item)
+
+    async def wait_for_progress(self, job_id: str, timeout_s: float) -> None:
+        """Sleep until a chunk of the job completes, or timeout_s at most (the caller re-checks)."""
+        await self.redis.blpop([K.job_progress_key(job_id)], timeout=timeout_s)
 
     async def chunk_done(self, job_id: str, chunk: int) -> bool:
         return bool(await self.redis.sismember(K.job_done_key(job_id), str(chunk)))

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 # Complete a chunk: store its result, mark it done (SADD: progress counts each chunk once), update the
 # statistics that admission control reads, and only then XACK and XDEL its entry.
-# KEYS: job, done set, result, stream, result-bytes bucket, drained bucket, queued-images counter
+# KEYS: job, done set, result, stream, result-bytes bucket, drained bucket, queued-images counter,
+#       progress list (wakes readers waiting on the job)
 # ARGV: chunk, images, tar ('' when the bytes live in a directory store), offsets, results expire at
 #       (unix s), group, entry id, now, result bytes, bytes bucket expires at (unix s)
 COMPLETE_CHUNK = """
@@ -35,6 +36,9 @@ if redis.call('SADD', KEYS[2], ARGV[1]) == 1 then
   redis.call('INCRBY', KEYS[6], ARGV[2])
   redis.call('EXPIRE', KEYS[6], 120)
   redis.call('DECRBY', KEYS[7], ARGV[2])
+  redis.call('RPUSH', KEYS[8], ARGV[1])
+  redis.call('LTRIM', KEYS[8], -64, -1)
+  redis.call('EXPIRE', KEYS[8], 60)
   done = redis.call('HINCRBY', KEYS[1], 'done', ARGV[2])
   if done >= tonumber(redis.call('HGET', KEYS[1], 'count')) then
     redis.call('HSET', KEYS[1], 'status', 'succeeded', 'finished_at', ARGV[8])

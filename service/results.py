@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -11,10 +10,11 @@ from service.encoders import tar_end
 from service.queue import TERMINAL, JobQueue, job_view
 
 log = logging.getLogger(__name__)
-# A waiting reader checks often at first, so a small job's result leaves as soon as it is stored,
-# then backs off, so a reader ahead of a long job costs Redis little.
-POLL_S = 0.005
-FAST_POLLS = 20  # the first 100 ms at the fast rate
+# A waiting reader blocks on the job's progress list, which every completed chunk pushes to, so it
+# wakes as soon as a chunk is stored. The timeout is a fallback (another reader of the same job may
+# have taken the notification): short at first, then backing off.
+POLL_S = 0.01
+FAST_POLLS = 10
 MAX_POLL_S = 0.25
 
 
@@ -30,7 +30,7 @@ async def _wait_for_chunk(queue: JobQueue, job_id: str, chunk: int, deadline: fl
             raise ResultAborted(f"job {job_id} is {job['status']}: {job.get('error') or 'no more chunks will come'}")
         if time.monotonic() > deadline:
             raise ResultAborted(f"job {job_id}: chunk {chunk} not done before the job's expiry")
-        await asyncio.sleep(delay)
+        await queue.wait_for_progress(job_id, delay)  # wakes early when a chunk of the job completes
         polls += 1
         if polls >= FAST_POLLS:
             delay = min(delay * 1.5, MAX_POLL_S)

@@ -57,7 +57,12 @@ class Worker:
 
             runner = make_runner(model, self.settings.io_binding)
             batcher = DynamicBatcher(
-                runner, self.settings.batch_size, self.settings.batch_wait_ms / 1000, self._infer_pool, observe
+                runner,
+                self.settings.batch_size,
+                self.settings.batch_wait_ms / 1000,
+                self._infer_pool,
+                observe,
+                more_coming=lambda: self._preparing > 0,
             )
             batcher.start()
             self._batchers[ref] = batcher
