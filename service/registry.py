@@ -70,13 +70,16 @@ def _check_metadata(package: ModelPackage, path: Path, session: ort.InferenceSes
         raise ModelPackageError(f"{path}: graph metadata {wrong} does not match manifest {package.ref} (mismatched package?)")
 
 
-def open_session(package: ModelPackage, providers: list[str], threads: int = 0) -> ort.InferenceSession:
+def open_session(package: ModelPackage, providers: list[str], threads: int = 0, spinning: bool = False) -> ort.InferenceSession:
     """An onnxruntime session of the package's decoder, refused unless its names, shapes and metadata match."""
     path = decoder_for(package, providers)
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if threads:
         options.intra_op_num_threads = threads
+    # Idle pool threads sleep instead of spinning: on a machine shared with the encoder threads, the
+    # api and Redis, spinning burns the cores that they need.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     try:
         session = ort.InferenceSession(str(path), options, providers=providers)
     except Exception as exc:  # onnxruntime raises its own exception types for a bad graph
@@ -106,9 +109,11 @@ class ModelRegistry:
         self.default = self.get(default)
 
     @classmethod
-    def from_directory(cls, models_dir: Path, default: str, provider: str = "auto", threads: int = 0) -> ModelRegistry:
+    def from_directory(
+        cls, models_dir: Path, default: str, provider: str = "auto", threads: int = 0, spinning: bool = False
+    ) -> ModelRegistry:
         providers = pick_providers(provider)
-        models = [LoadedModel(p, open_session(p, providers, threads)) for p in discover_packages(models_dir)]
+        models = [LoadedModel(p, open_session(p, providers, threads, spinning)) for p in discover_packages(models_dir)]
         try:
             registry = cls(models, default)
         except NotFound as exc:

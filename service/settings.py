@@ -36,6 +36,7 @@ class Settings(BaseSettings):
     worker_concurrency: int = Field(default=4, ge=1)  # work items in flight per worker
     encode_threads: int = Field(default=2, ge=1)
     ort_threads: int = Field(default=0, ge=0)  # 0: let onnxruntime decide
+    ort_spinning: bool = False  # let idle onnxruntime threads spin: a little more throughput, CPU burnt while idle
     png_compress_level: int = Field(default=1, ge=0, le=9)
     visibility_timeout_s: float = Field(default=60.0, gt=0)  # idle time before another worker reclaims
 
