@@ -176,12 +176,30 @@ def lone_job_latency(base: str, repeats: int = 21) -> tuple[float, float, float]
     return statistics.median(lone) * 1000, statistics.median(floor) * 1000, statistics.median(direct) * 1000
 
 
+def memory_run(count: int, env: dict[str, str]) -> None:
+    memory = Service(1, {**env, "SYNTHGEN_RESULT_TTL_S": "600"})
+    try:
+        run_job(memory.base, 2000, "jpeg")
+        rss_start = memory.rss_mb()[0]
+        rate, size = run_job(memory.base, count, "jpeg", seed=3)
+        rss_end = memory.rss_mb()[0]
+        info = redis.Redis.from_url(memory.url).info("memory")
+        print(f"\n6. memory over {count} jpeg images ({rate:.0f} images/s): worker RSS {rss_start:.0f} MB -> {rss_end:.0f} MB; "
+              f"redis used_memory {info['used_memory'] / 1e6:.0f} MB for {size / 1e6:.0f} MB of results")  # fmt: skip
+    finally:
+        memory.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--count", type=int, default=20000, help="images in the ceiling and bulk runs")
     parser.add_argument("--memory-count", type=int, default=50000, help="images in the memory run")
     parser.add_argument("--format", default="png")
+    parser.add_argument("--memory-only", action="store_true", help="run only section 6")
     args = parser.parse_args()
+    if args.memory_only:
+        memory_run(args.memory_count, {"SYNTHGEN_LOG_LEVEL": "warning"})
+        return
     cores = os.cpu_count() or 1
     print(f"{cores} cores; model {get_settings().default_model}; format {args.format}")
 
@@ -238,17 +256,7 @@ def main() -> None:
     print(f"\n5. scaling: 2 worker processes {two_rate:.0f} images/s = {two_rate / bulk_rate:.2f}x one worker; "
           f"one chunk of {chunk} images costs {chunk / bulk_rate * 1000:.0f} ms of one worker")  # fmt: skip
 
-    memory = Service(1, {**env, "SYNTHGEN_RESULT_TTL_S": "600"})
-    try:
-        run_job(memory.base, 2000, "jpeg")
-        rss_start = memory.rss_mb()[0]
-        rate, size = run_job(memory.base, args.memory_count, "jpeg", seed=3)
-        rss_end = memory.rss_mb()[0]
-        info = redis.Redis.from_url(memory.url).info("memory")
-        print(f"\n6. memory over {args.memory_count} jpeg images ({rate:.0f} images/s): worker RSS {rss_start:.0f} MB -> {rss_end:.0f} MB; "
-              f"redis used_memory {info['used_memory'] / 1e6:.0f} MB for {size / 1e6:.0f} MB of results")  # fmt: skip
-    finally:
-        memory.close()
+    memory_run(args.memory_count, env)
 
 
 if __name__ == "__main__":
