@@ -51,3 +51,13 @@ def drained_key(bucket: int) -> str:
 def result_bytes_key(bucket: int) -> str:
     """Result bytes that expire during bucket ``bucket`` (expiry unix time // RESULT_BYTES_BUCKET_S)."""
     return f"{PREFIX}:stats:result_bytes:{bucket}"
+
+
+def quota_images_key(tenant: str, day: str) -> str:
+    """Images a tenant (an API key's id) asked for on a UTC day (YYYYMMDD)."""
+    return f"{PREFIX}:quota:{tenant}:images:{day}"
+
+
+def tenant_jobs_key(tenant: str) -> str:
+    """Set of a tenant's job ids, for its concurrent-jobs quota."""
+    return f"{PREFIX}:quota:{tenant}:jobs"

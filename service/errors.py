@@ -22,6 +22,14 @@ class InvalidRequest(SynthgenError):
     code, status = "invalid_request", 422
 
 
+class Unauthorized(SynthgenError):
+    code, status = "unauthorized", 401
+
+    def __init__(self, message: str, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message, details)
+        self.headers = {"WWW-Authenticate": "Bearer"}
+
+
 class NotFound(SynthgenError):
     code, status = "not_found", 404
 
@@ -43,6 +51,12 @@ class QueueFull(SynthgenError):
         super().__init__(message, {**(details or {}), "retry_after": retry_after})
         self.retry_after = retry_after
         self.headers = {"Retry-After": str(retry_after)}
+
+
+class QuotaExceeded(QueueFull):
+    """The API key has used its quota; ``retry_after`` says when it renews."""
+
+    code, status = "quota_exceeded", 429
 
 
 class Unavailable(SynthgenError):

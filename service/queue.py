@@ -48,6 +48,7 @@ class JobSpec:
     fmt: str
     quality: int
     priority: str
+    owner: str = "anonymous"  # the API key's tenant id
 
 
 @dataclass(frozen=True)
@@ -137,6 +138,7 @@ class JobQueue:
             "format": spec.fmt,
             "quality": spec.quality,
             "priority": spec.priority,
+            "owner": spec.owner,
             "chunk_size": self.chunk_size,
             "created_at": now,
             "expires_at": expires_at,

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import redis.asyncio as aioredis
 
+from service.auth import KeyRing
 from service.batching import DynamicBatcher
 from service.embedded_redis import EmbeddedRedis
 from service.gpu_metrics import register_gpu_metrics
@@ -29,12 +30,21 @@ def load_registry(settings: Settings) -> ModelRegistry:
     )
 
 
+def load_keyring(settings: Settings) -> KeyRing:
+    """The API keys; raises ValueError when they are unreadable, too short, or required and absent."""
+    keyring = KeyRing.load(settings.api_keys, settings.api_keys_file)
+    if settings.require_api_keys and not keyring.enabled:
+        raise ValueError("SYNTHGEN_REQUIRE_API_KEYS is on but no key is set (SYNTHGEN_API_KEYS or SYNTHGEN_API_KEYS_FILE)")
+    return keyring
+
+
 @dataclass
 class Runtime:
     settings: Settings
     redis: aioredis.Redis
     registry: ModelRegistry
     queue: JobQueue
+    keyring: KeyRing = field(default_factory=lambda: KeyRing(()))
     embedded: EmbeddedRedis | None = None
     worker_task: asyncio.Task[None] | None = None
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
@@ -45,6 +55,14 @@ class Runtime:
 
     async def decode_images(self, model: LoadedModel, seed: int, indices: np.ndarray, truncation: float | None) -> np.ndarray:
         """Decode a few images in the API process, batched with other concurrent requests."""
+        self._images_preparing += 1
+        try:
+            z = model.latents(seed, indices, truncation)
+        finally:
+            self._images_preparing -= 1
+        return await self.decode_latents(model, z)
+
+    async def decode_latents(self, model: LoadedModel, z: np.ndarray) -> np.ndarray:
         ref = model.package.ref
         if ref not in self._image_batchers:
             batcher = DynamicBatcher(
@@ -56,19 +74,14 @@ class Runtime:
             )
             batcher.start()
             self._image_batchers[ref] = batcher
-        self._images_preparing += 1
-        try:
-            z = model.latents(seed, indices, truncation)
-            pending = self._image_batchers[ref].submit(z, "interactive")
-        finally:
-            self._images_preparing -= 1
-        return await pending
+        return await self._image_batchers[ref].submit(z, "interactive")
 
     @classmethod
     async def start(cls, settings: Settings, with_worker: bool, registry: ModelRegistry | None = None) -> Runtime:
         """Load and verify the models first: a bad package stops the process before anything else starts."""
         if registry is None:
             registry = await asyncio.to_thread(load_registry, settings)
+        keyring = load_keyring(settings)
         embedded = None
         url = settings.redis_url
         if not url:
@@ -76,7 +89,7 @@ class Runtime:
             url = await asyncio.to_thread(embedded.start)
         client = aioredis.from_url(url, socket_timeout=10, socket_connect_timeout=5, health_check_interval=15)
         queue = JobQueue(client, settings.queue_config(), make_result_store(settings.result_store))
-        runtime = cls(settings, client, registry, queue, embedded)
+        runtime = cls(settings, client, registry, queue, keyring, embedded)
         try:
             await queue.ensure_groups()
         except Exception:

@@ -38,6 +38,24 @@ class JobRequest(BaseModel):
     priority: Priority | None = Field(default=None, description="Default: interactive for small jobs, else bulk.")
 
 
+class InterpolateRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"from_seed": 1, "to_seed": 2, "steps": 9, "method": "slerp", "format": "png"}]},
+    )
+
+    model: str | None = Field(default=None, max_length=128)
+    from_seed: int = Field(ge=0, le=MAX_SEED)
+    to_seed: int = Field(ge=0, le=MAX_SEED)
+    from_index: int = Field(default=0, ge=0, le=MAX_SEED, description="Which image of from_seed to start at")
+    to_index: int = Field(default=0, ge=0, le=MAX_SEED, description="Which image of to_seed to end at")
+    steps: int = Field(default=9, ge=2, le=256, description="Images along the path, both ends included")
+    method: Literal["slerp", "lerp"] = "slerp"
+    truncation: float | None = Field(default=None, gt=0, le=100, allow_inf_nan=False)
+    format: ImageFormat = "png"
+    quality: int = Field(default=90, ge=1, le=100)
+
+
 class JobLinks(BaseModel):
     self: str
     result: str
@@ -84,6 +102,9 @@ class ModelInfo(BaseModel):
     prior: dict[str, object]
     default: bool
     provider: str
+    uniqueness_threshold: float = Field(
+        description="RMS distance between 16x16 thumbnails below which two faces count as the same"
+    )
 
 
 class ModelList(BaseModel):

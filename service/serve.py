@@ -11,7 +11,7 @@ from prometheus_client import start_http_server
 
 from service.api import create_app
 from service.registry import ModelRegistry
-from service.runtime import Runtime, load_registry
+from service.runtime import Runtime, load_keyring, load_registry
 from service.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -46,6 +46,7 @@ def serve(role: str, host: str | None = None, port: int | None = None) -> int:
     port = settings.port if port is None else port
     # Verify every model package before anything starts: a bad one stops the process with one line.
     registry = load_registry(settings)
+    load_keyring(settings)  # unreadable or missing keys stop the process here, in one line
     if role == "worker":
         asyncio.run(run_worker(settings, registry, host, port))
         return 0

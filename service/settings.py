@@ -10,6 +10,7 @@ from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from service.admission import Budget
+from service.auth import Quotas
 from service.queue import QueueConfig
 
 DEFAULT_MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
@@ -48,12 +49,25 @@ class Settings(BaseSettings):
     max_queued_images: int = Field(default=2_000_000, ge=1)
     max_result_bytes: int = Field(default=2 * 1024**3, ge=1)  # results stored (Redis memory or the volume)
 
+    # API keys: comma- or newline-separated, and/or a file (a mounted secret) with one key per line.
+    api_keys: str = ""
+    api_keys_file: Path | None = None
+    require_api_keys: bool = False  # refuse to start without keys (production)
+    metrics_require_key: bool = False
+    quota_images_per_day: int = Field(default=0, ge=0)  # per key; 0: unlimited
+    quota_concurrent_jobs: int = Field(default=0, ge=0)  # per key; 0: unlimited
+    max_body_bytes: int = Field(default=65_536, ge=1024)
+    cors_origins: str = ""  # comma-separated origins allowed to call the API from a browser; "*" for any
+
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     log_level: str = "info"
 
     def queue_config(self) -> QueueConfig:
         return QueueConfig(self.chunk_size, self.result_ttl_s, self.expired_retention_s)
+
+    def quotas(self) -> Quotas:
+        return Quotas(self.quota_images_per_day, self.quota_concurrent_jobs)
 
     def budget(self) -> Budget:
         return Budget(self.max_queued_images, self.max_result_bytes, self.result_ttl_s)

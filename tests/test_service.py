@@ -166,8 +166,10 @@ def test_models_health_readiness_and_metrics(client: TestClient) -> None:
             "prior": {"kind": "gaussian", "std": 1.0},
             "default": True,
             "provider": "CPUExecutionProvider",
+            "uniqueness_threshold": models[0]["uniqueness_threshold"],
         }
     ]
+    assert models[0]["uniqueness_threshold"] > 0
     assert len(models[0]["sha256"]) == 64
     assert client.get("/healthz").json()["status"] == "ok"
     ready = client.get("/readyz")

@@ -1,0 +1,40 @@
+"""FastAPI dependencies shared by the route modules: settings, the runtime, the caller's tenant."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from service.errors import NotFound
+from service.runtime import Runtime
+from service.settings import Settings, get_settings
+
+_JOB_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
+
+
+def get_runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+def get_tenant(request: Request) -> str:
+    """The id of the caller's API key (401 without a valid one), or 'anonymous' when no keys are set."""
+    runtime: Runtime = request.app.state.runtime
+    return runtime.keyring.identify(request.headers.get("authorization"))
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+TenantDep = Annotated[str, Depends(get_tenant)]
+
+
+async def owned_job(runtime: Runtime, job_id: str, tenant: str) -> dict[str, str]:
+    """The job's fields, when it exists and belongs to ``tenant``; any other case is the same 404."""
+    if not _JOB_ID.match(job_id):
+        raise NotFound(f"no job with id {job_id[:80]!r}", {"id": job_id[:80]})
+    fields = await runtime.queue.get_job(job_id)
+    if fields.get("owner", "anonymous") != tenant:
+        raise NotFound(f"no job with id {job_id!r} (it may have expired)", {"id": job_id})
+    return fields
