@@ -187,3 +187,24 @@ def test_directory_result_store(engine_app: Callable[..., TestClient], tmp_path:
     files = sorted((tmp_path / job["id"]).glob("*.tar"))
     assert [f.name for f in files] == ["00000000.tar", "00000001.tar", "00000002.tar"]
     assert not list(tmp_path.rglob("*.tmp.*"))  # no partial chunk left behind
+
+
+def test_worker_health_key_backs_the_liveness_command(
+    engine_app: Callable[..., TestClient], redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from service.health import check_worker_health
+    from service.settings import get_settings
+
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    get_settings.cache_clear()
+    try:
+        ok, message = check_worker_health(30)
+        assert not ok and "no worker heartbeat" in message
+        engine_app()  # a worker in this process writes its heartbeat at once
+        deadline = time.monotonic() + 10
+        while not (result := check_worker_health(30))[0] and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert result[0], result[1]
+        assert not check_worker_health(30, name="someone-else")[0]
+    finally:
+        get_settings.cache_clear()
