@@ -28,7 +28,8 @@ lint: install
 typecheck: install
 	$(VENV)/bin/mypy
 
-## make test: lint, type check and the whole test suite (helm/kubectl/hadolint are installed offline first)
+## make test: lint, type check and the whole test suite (deploy tools and Debian's chromium are installed first)
 test: install lint typecheck
 	bash scripts/install_deploy_tools.sh
+	bash scripts/install_browser.sh
 	$(PY) -m pytest
