@@ -72,6 +72,12 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
+    if args.server:
+        from synthgen.remote import generate_from_args
+
+        return generate_from_args(args)
+    if args.shards is not None:
+        raise ValueError("--shards needs --server (in-process generation writes a folder)")
     from service.generation import RenderSpec, generate_to_directory
     from service.registry import ModelRegistry
     from service.settings import get_settings
@@ -80,7 +86,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     models_dir = Path(args.models_dir) if args.models_dir else settings.models_dir
     registry = ModelRegistry.from_directory(models_dir, args.model or settings.default_model, settings.execution_provider)
     model = registry.get(args.model)
-    spec = RenderSpec(args.seed, args.truncation, args.format, args.quality, settings.png_compress_level)
+    seed = 0 if args.seed is None else args.seed
+    spec = RenderSpec(seed, args.truncation, args.format, args.quality, settings.png_compress_level)
     out = generate_to_directory(model, spec, args.count, args.out, args.batch_size, settings.encode_threads)
     _say(f"{args.count} images of {model.package.ref} in {out}/ (manifest.jsonl lists them)")
     return 0
@@ -132,9 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--verify", metavar="PACKAGE", help="re-check an existing package (with CHECKPOINT: also against torch)")
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("generate", help="generate images in-process (no server, no Redis)")
+    p = sub.add_parser("generate", help="generate images in-process (no server, no Redis), or on a server with --server")
     p.add_argument("--count", type=_positive_int, required=True)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=None, help="default: 0 in-process; with --server, the server picks one")
     p.add_argument("--out", required=True)
     p.add_argument("--truncation", type=_positive_float, default=None)
     p.add_argument("--format", default="png", choices=["png", "jpeg", "webp", "npy"])
@@ -142,6 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="name or name@version (default: settings)")
     p.add_argument("--models-dir", default=None)
     p.add_argument("--batch-size", type=_positive_int, default=64)
+    p.add_argument("--server", metavar="URL", default=None, help="generate on a synthgen server; re-run to resume")
+    p.add_argument("--api-key", default=None, help="with --server (default: SYNTHGEN_API_KEY)")
+    p.add_argument("--shards", type=_positive_int, default=None, help="with --server: write N WebDataset tar shards")
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("serve", help="run the HTTP API and/or a worker")
