@@ -31,6 +31,7 @@ STATIC = Path(__file__).resolve().parent / "static"
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse, "description": text}
     for code, text in {
+        400: "Body that is not valid JSON",
         401: "Missing or invalid API key",
         404: "Not found",
         409: "Conflict",
