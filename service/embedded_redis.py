@@ -78,6 +78,14 @@ class EmbeddedRedis:
         self.stop()
         raise RuntimeError(f"redis-server did not answer on {self.socket} within {timeout_s} s")
 
+    def stop_keep_data(self) -> None:
+        """Stop the server but keep its folder (and append-only file), so ``start()`` brings it back."""
+        owns, self._owns_dir = self._owns_dir, False
+        try:
+            self.stop()
+        finally:
+            self._owns_dir = owns
+
     def stop(self) -> None:
         if self._process is not None and self._process.poll() is None:
             self._process.terminate()

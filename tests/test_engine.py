@@ -208,3 +208,33 @@ def test_worker_health_key_backs_the_liveness_command(
         assert not check_worker_health(30, name="someone-else")[0]
     finally:
         get_settings.cache_clear()
+
+
+def test_redis_restart_mid_job(
+    engine_app: Callable[..., TestClient],
+    worker_processes: Callable[..., subprocess.Popen[bytes]],
+    redis_factory: Callable[..., Any],
+    tiny_models_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Redis (AOF on) goes away mid-job: the API answers 503 meanwhile; api and worker recover by themselves."""
+    server = redis_factory(appendonly=True)
+    client = redis.Redis.from_url(server.url)
+    client.config_set("appendfsync", "always")  # nothing acknowledged is lost in the restart
+    api = engine_app(with_worker=False, redis_url=server.url)
+    worker = worker_processes(REDIS_URL=server.url, SYNTHGEN_BATCH_SIZE="16")
+    job = api.post("/v1/jobs", json={"count": 1500, "seed": 6}).json()
+    _wait(api, job["id"], lambda j: j["done"] >= 200)
+    server.stop_keep_data()
+    down = api.get(f"/v1/jobs/{job['id']}")
+    assert down.status_code == 503 and down.json()["error"]["code"] == "unavailable"
+    assert api.get("/readyz").status_code == 503
+    time.sleep(1.0)
+    server.start()
+    final = _wait(api, job["id"], lambda j: j["status"] in ("succeeded", "failed"), timeout_s=120)
+    assert final["status"] == "succeeded" and final["done"] == 1500
+    assert api.get("/readyz").status_code == 200 and worker.poll() is None
+    pngs = _pngs(api.get(f"/v1/jobs/{job['id']}/result").content)
+    model = ModelRegistry.from_directory(tiny_models_dir, "tiny").default
+    assert all(pngs[f"{s.index:08d}.png"] == s.data for s in render(model, RenderSpec(seed=6), np.arange(1500)))
+    client.close()
