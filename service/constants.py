@@ -61,3 +61,17 @@ def quota_images_key(tenant: str, day: str) -> str:
 def tenant_jobs_key(tenant: str) -> str:
     """Set of a tenant's job ids, for its concurrent-jobs quota."""
     return f"{PREFIX}:quota:{tenant}:jobs"
+
+
+def unique_state_key(job_id: str) -> str:
+    """Hash of a unique job's per-chunk state: accepted embeddings and the next candidate index."""
+    return f"{PREFIX}:job:{job_id}:unique"
+
+
+def collection_key(tenant: str, name: str) -> str:
+    """List of the accepted embeddings (float32 blocks) of every job in a tenant's collection."""
+    return f"{PREFIX}:collection:{tenant}:{name}"
+
+
+def collection_lock_key(tenant: str, name: str) -> str:
+    return f"{PREFIX}:collection:{tenant}:{name}:lock"

@@ -49,6 +49,8 @@ class JobSpec:
     quality: int
     priority: str
     owner: str = "anonymous"  # the API key's tenant id
+    unique: bool = False  # no two images closer than the model's uniqueness threshold
+    collection: str = ""  # keep uniqueness across the tenant's jobs of this collection
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,7 @@ class WorkItem:
     chunk: int
     start: int
     stop: int
+    sequential: bool = False  # one entry for a whole unique job, computed chunk after chunk
 
     @property
     def priority(self) -> str:
@@ -108,6 +111,7 @@ class JobQueue:
         self._complete = client.register_script(S.COMPLETE_CHUNK)
         self._mark_running = client.register_script(S.MARK_RUNNING)
         self._stop_job = client.register_script(S.STOP_JOB)
+        self._complete_unique = client.register_script(S.COMPLETE_UNIQUE_CHUNK)
 
     @property
     def chunk_size(self) -> int:
@@ -139,6 +143,8 @@ class JobQueue:
             "quality": spec.quality,
             "priority": spec.priority,
             "owner": spec.owner,
+            "unique": int(spec.unique or bool(spec.collection)),
+            "collection": spec.collection,
             "chunk_size": self.chunk_size,
             "created_at": now,
             "expires_at": expires_at,
@@ -148,9 +154,13 @@ class JobQueue:
             pipe.hset(K.job_key(job_id), mapping=fields)  # type: ignore[arg-type]
             pipe.expireat(K.job_key(job_id), expires_at + self.config.expired_retention_s)
             pipe.incrby(K.QUEUED_IMAGES_KEY, spec.count)
-            for chunk, start in enumerate(range(0, spec.count, self.chunk_size)):
-                stop = min(spec.count, start + self.chunk_size)
-                pipe.xadd(stream, {"job": job_id, "chunk": chunk, "start": start, "stop": stop})
+            if spec.unique or spec.collection:
+                # each image depends on every one before it, so one worker computes the job in order
+                pipe.xadd(stream, {"job": job_id, "chunk": 0, "start": 0, "stop": spec.count, "sequential": 1})
+            else:
+                for chunk, start in enumerate(range(0, spec.count, self.chunk_size)):
+                    stop = min(spec.count, start + self.chunk_size)
+                    pipe.xadd(stream, {"job": job_id, "chunk": chunk, "start": start, "stop": stop})
             await pipe.execute()
         return job_view({k: str(v) for k, v in fields.items()}, now)
 
@@ -236,6 +246,29 @@ class JobQueue:
         done, finished = await self._complete(keys=keys, args=args)
         return int(done), bool(finished)
 
+    async def complete_unique_chunk(
+        self, job_id: str, chunk: int, images: int, tar: bytes, offsets: list[int], expires_at: float,
+        embeddings: bytes, next_candidate: int, collection_key: str | None,
+    ) -> tuple[int, bool]:  # fmt: skip
+        """Store one chunk of a unique job with its acceptance state; the job's entry stays pending."""
+        expire = math.ceil(expires_at)
+        stored = await self.store.write(job_id, chunk, tar, expire)
+        state = K.unique_state_key(job_id)
+        keys = [
+            K.job_key(job_id), K.job_done_key(job_id), K.result_key(job_id, chunk), state,
+            collection_key or state, K.job_progress_key(job_id), K.QUEUED_IMAGES_KEY,
+        ]  # fmt: skip
+        args: list[bytes | str | int | float] = [
+            chunk, images, stored, json.dumps(offsets), expire, time.time(), embeddings, next_candidate,
+            "1" if collection_key else "0",
+        ]  # fmt: skip
+        done, finished = await self._complete_unique(keys=keys, args=args)
+        return int(done), bool(finished)
+
+    async def unique_state(self, job_id: str) -> dict[str, bytes]:
+        raw: Any = await self.redis.hgetall(K.unique_state_key(job_id))
+        return {k.decode(): v for k, v in raw.items()}
+
     async def skip(self, item: WorkItem, release_images: int = 0) -> None:
         """Ack and drop an entry whose job is gone, cancelled, failed or expired."""
         async with self.redis.pipeline(transaction=True) as pipe:
@@ -282,4 +315,12 @@ class JobQueue:
 
 
 def _work_item(stream: str, entry_id: str, fields: dict[str, str]) -> WorkItem:
-    return WorkItem(stream, entry_id, fields["job"], int(fields["chunk"]), int(fields["start"]), int(fields["stop"]))
+    return WorkItem(
+        stream,
+        entry_id,
+        fields["job"],
+        int(fields["chunk"]),
+        int(fields["start"]),
+        int(fields["stop"]),
+        fields.get("sequential") == "1",
+    )

@@ -72,3 +72,39 @@ if status == 'queued' or status == 'running' then
 end
 return status
 """
+
+# Complete one chunk of a unique job, which a single worker computes in order: like COMPLETE_CHUNK,
+# but it also records the chunk's acceptance state (its accepted embeddings and the next candidate
+# latent index) and appends the embeddings to the job's collection, and it does not ack the entry,
+# which covers the whole job. KEYS: job, done set, result, state hash, collection list (or the state
+# hash again when there is no collection), progress list, queued-images counter.
+# ARGV: chunk, images, tar, offsets, results expire at, now, embeddings, next candidate, has collection
+COMPLETE_UNIQUE_CHUNK = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return {-1, 0} end
+local status = redis.call('HGET', KEYS[1], 'status')
+if status == 'cancelled' or status == 'failed' then return {-2, 0} end
+local done = tonumber(redis.call('HGET', KEYS[1], 'done'))
+local finished = 0
+if redis.call('SADD', KEYS[2], ARGV[1]) == 1 then
+  if ARGV[3] ~= '' then
+    redis.call('HSET', KEYS[3], 'tar', ARGV[3], 'offsets', ARGV[4])
+  else
+    redis.call('HSET', KEYS[3], 'offsets', ARGV[4])
+  end
+  redis.call('EXPIREAT', KEYS[3], ARGV[5])
+  redis.call('EXPIREAT', KEYS[2], ARGV[5])
+  redis.call('HSET', KEYS[4], 'emb:' .. ARGV[1], ARGV[7], 'next:' .. ARGV[1], ARGV[8])
+  redis.call('EXPIREAT', KEYS[4], ARGV[5])
+  if ARGV[9] == '1' then redis.call('RPUSH', KEYS[5], ARGV[7]) end
+  redis.call('RPUSH', KEYS[6], ARGV[1])
+  redis.call('LTRIM', KEYS[6], -64, -1)
+  redis.call('EXPIRE', KEYS[6], 60)
+  redis.call('DECRBY', KEYS[7], ARGV[2])
+  done = redis.call('HINCRBY', KEYS[1], 'done', ARGV[2])
+  if done >= tonumber(redis.call('HGET', KEYS[1], 'count')) then
+    redis.call('HSET', KEYS[1], 'status', 'succeeded', 'finished_at', ARGV[6])
+    finished = 1
+  end
+end
+return {done, finished}
+"""

@@ -67,8 +67,9 @@ async def create_job(
     seed = body.seed if body.seed is not None else secrets.randbelow(MAX_SEED + 1)
     priority = body.priority or ("interactive" if body.count <= settings.interactive_max_count else "bulk")
     spec = JobSpec(
-        model.package.ref, model.package.sha256, body.count, seed, body.truncation, body.format, body.quality, priority, tenant
-    )
+        model.package.ref, model.package.sha256, body.count, seed, body.truncation, body.format, body.quality, priority,
+        tenant, body.unique or body.collection is not None, body.collection or "",
+    )  # fmt: skip
     job = await runtime.queue.create_job(spec)
     await auth.register_job(runtime.redis, tenant, job["id"], settings.result_ttl_s)
     M.JOBS_CREATED.labels(model.package.ref, priority).inc()

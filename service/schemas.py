@@ -36,6 +36,16 @@ class JobRequest(BaseModel):
     format: ImageFormat = "png"
     quality: int = Field(default=90, ge=1, le=100, description="JPEG and WebP quality.")
     priority: Priority | None = Field(default=None, description="Default: interactive for small jobs, else bulk.")
+    unique: bool = Field(
+        default=False,
+        description="No two images closer than the model's uniqueness threshold (RMS distance of 16x16 thumbnails); "
+        "rejected candidates are replaced deterministically and each image's JSON records its source_index.",
+    )
+    collection: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9._-]{1,64}$",
+        description="Keep uniqueness across all jobs of this collection for this key (implies unique).",
+    )
 
 
 class InterpolateRequest(BaseModel):

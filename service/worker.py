@@ -26,6 +26,7 @@ from service.queue import JobQueue, WorkItem
 from service.registry import LoadedModel, ModelRegistry
 from service.result_store import ResultStoreFull, make_result_store
 from service.settings import Settings
+from service.unique import UniqueJob, run_unique_job
 
 log = logging.getLogger(__name__)
 HEALTH_TTL_S = 30
@@ -199,9 +200,15 @@ class Worker:
             quality=int(job["quality"]),
             png_compress_level=self.settings.png_compress_level,
         )
+        batcher = self._batcher(model)
+        if item.sequential:
+            self._submitted(state)  # a unique job decodes batch after batch: nobody should wait for it
+            work = UniqueJob(item, job, model, spec, job.get("owner", "anonymous"), job.get("collection", ""))
+            await run_unique_job(self.queue, work, batcher.submit, self._encode_pool, self.settings.batch_size)
+            M.IMAGES.labels(model.package.ref, spec.fmt).inc(item.stop - item.start)
+            return
         indices = np.arange(item.start, item.stop, dtype=np.int64)
         z = model.latents(spec.seed, indices, spec.truncation)
-        batcher = self._batcher(model)
         pending = batcher.submit(z, item.priority)
         self._submitted(state)  # the latents are in the batcher's queue now
         images = await pending

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -86,3 +89,30 @@ def app_factory(redis_url: str, tiny_models_dir: Path) -> Iterator[Callable[...,
     yield make
     for client in opened:
         client.__exit__(None, None, None)
+
+
+@pytest.fixture
+def worker_processes(redis_url: str, tiny_models_dir: Path) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
+    """Start `synthgen serve --role worker` processes; all are killed afterwards."""
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(**env_overrides: str) -> subprocess.Popen[bytes]:
+        env = {
+            **os.environ,
+            "REDIS_URL": redis_url,
+            "SYNTHGEN_MODELS_DIR": str(tiny_models_dir),
+            "SYNTHGEN_DEFAULT_MODEL": "tiny",
+            "SYNTHGEN_VISIBILITY_TIMEOUT_S": "1",
+            "SYNTHGEN_BATCH_SIZE": "32",
+            **env_overrides,
+        }
+        cmd = [sys.executable, "-m", "synthgen.cli", "--log-level", "WARNING", "serve", "--role", "worker", "--port", "0"]
+        process = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+        process.wait(10)

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import io
-import os
 import signal
 import subprocess
-import sys
 import tarfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,33 +27,6 @@ REPO = Path(__file__).resolve().parent.parent
 def engine_app(app_factory: Callable[..., TestClient]) -> Callable[..., TestClient]:
     defaults = {"chunk_size": 50, "batch_size": 32}
     return lambda with_worker=True, **overrides: app_factory(with_worker, **{**defaults, **overrides})
-
-
-@pytest.fixture
-def worker_processes(redis_url: str, tiny_models_dir: Path) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
-    """Start `synthgen serve --role worker` processes; all are killed afterwards."""
-    started: list[subprocess.Popen[bytes]] = []
-
-    def start(**env_overrides: str) -> subprocess.Popen[bytes]:
-        env = {
-            **os.environ,
-            "REDIS_URL": redis_url,
-            "SYNTHGEN_MODELS_DIR": str(tiny_models_dir),
-            "SYNTHGEN_DEFAULT_MODEL": "tiny",
-            "SYNTHGEN_VISIBILITY_TIMEOUT_S": "1",
-            "SYNTHGEN_BATCH_SIZE": "32",
-            **env_overrides,
-        }
-        cmd = [sys.executable, "-m", "synthgen.cli", "--log-level", "WARNING", "serve", "--role", "worker", "--port", "0"]
-        process = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        started.append(process)
-        return process
-
-    yield start
-    for process in started:
-        if process.poll() is None:
-            process.kill()
-        process.wait(10)
 
 
 def _wait(client: TestClient, job_id: str, until: Callable[[dict[str, Any]], bool], timeout_s: float = 120) -> dict[str, Any]:

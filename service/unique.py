@@ -1,0 +1,197 @@
+"""Unique crowds: no two images of a job (or of a collection) are near-duplicates.
+
+Candidates are the job's ordinary latents, taken in index order: 0, 1, 2, ... A candidate is accepted
+when its 16x16 thumbnail is at least the model's uniqueness threshold (RMS, see service/uniqueness.py)
+away from every image accepted before it, in this job and in earlier jobs of the same collection.
+Image i of the job is the i-th accepted candidate, and its JSON records ``source_index``, the latent
+index it came from. So the same request always gives the same set, and a rejected candidate is
+replaced by the next one that passes, deterministically.
+
+Each image depends on all the images before it, so one worker computes a unique job in order, chunk
+after chunk. Every chunk is stored with its state (accepted embeddings and next candidate), so a
+worker that takes the job over after a crash resumes where the last chunk ended, with the same result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import redis.asyncio as aioredis
+
+from service import constants as K
+from service.encoders import EXTENSIONS, tar_sample
+from service.generation import RenderSpec, encode_samples
+from service.queue import JobQueue, WorkItem
+from service.registry import LoadedModel
+from service.uniqueness import thumbnails
+
+log = logging.getLogger(__name__)
+LOCK_TTL_MS = 120_000
+Decode = Callable[[np.ndarray, str], Awaitable[np.ndarray]]
+
+
+class AcceptedSet:
+    """The embeddings accepted so far, and the test a new candidate must pass."""
+
+    def __init__(self, threshold2: float, dim: int) -> None:
+        self.threshold2 = threshold2  # squared sums are compared: RMS < t  <=>  sum of squares < t^2 * dim
+        self.dim = dim
+        self.blocks: list[np.ndarray] = []
+        self._matrix: np.ndarray | None = None
+
+    def add_block(self, embeddings: np.ndarray) -> None:
+        if len(embeddings):
+            self.blocks.append(embeddings.astype(np.float64))
+            self._matrix = None
+
+    def matrix(self) -> np.ndarray:
+        if self._matrix is None:
+            self._matrix = np.concatenate(self.blocks) if self.blocks else np.zeros((0, self.dim))
+        return self._matrix
+
+    def select(self, candidates: np.ndarray, need: int) -> list[int]:
+        """Positions of the candidates accepted, in order, at most ``need`` of them."""
+        # float64: the expanded |a|^2 + |b|^2 - 2ab cancels badly in float32 near small thresholds
+        existing, candidates = self.matrix(), candidates.astype(np.float64)
+        far = np.ones(len(candidates), dtype=bool)
+        if len(existing):
+            d2 = (candidates**2).sum(1)[:, None] + (existing**2).sum(1)[None, :] - 2 * candidates @ existing.T
+            far = d2.min(axis=1) >= self.threshold2
+        chosen: list[int] = []
+        for i in np.flatnonzero(far):
+            if chosen:
+                d2 = ((candidates[chosen] - candidates[i]) ** 2).sum(1)
+                if d2.min() < self.threshold2:
+                    continue
+            chosen.append(int(i))
+            if len(chosen) == need:
+                break
+        return chosen
+
+
+@dataclass
+class UniqueJob:
+    item: WorkItem
+    job: dict[str, str]
+    model: LoadedModel
+    spec: RenderSpec
+    tenant: str
+    collection: str
+
+
+async def _lock_collection(client: aioredis.Redis, key: str, job_id: str) -> None:
+    """One job of a collection at a time: its result depends on what the collection holds."""
+    while not await client.set(key, job_id, nx=True, px=LOCK_TTL_MS):
+        holder: Any = await client.get(key)
+        if holder is not None and holder.decode() == job_id:  # a takeover of our own job
+            await client.pexpire(key, LOCK_TTL_MS)
+            return
+        await asyncio.sleep(0.2)
+
+
+async def run_unique_job(queue: JobQueue, work: UniqueJob, decode: Decode, encode_pool: Executor, batch: int) -> None:
+    """Compute every chunk of a unique job in order, resuming after the last stored chunk."""
+    job_id, count = work.item.job_id, int(work.job["count"])
+    chunk_size = int(work.job["chunk_size"])
+    expires_at = float(work.job["expires_at"])
+    threshold = work.model.package.uniqueness_threshold
+    dim = 16 * 16 * work.model.package.image_shape[2]  # thumbnail size x channels
+    accepted = AcceptedSet(threshold * threshold * dim, dim)
+    collection_key = K.collection_key(work.tenant, work.collection) if work.collection else None
+    lock_key = K.collection_lock_key(work.tenant, work.collection) if work.collection else None
+    if lock_key:
+        await _lock_collection(queue.redis, lock_key, job_id)
+    try:
+        state = await queue.unique_state(job_id)
+        if collection_key:
+            own = {state[k] for k in state if k.startswith("emb:")}
+            blocks: list[Any] = await queue.redis.lrange(collection_key, 0, -1)
+            for block in blocks:
+                if bytes(block) not in own:  # this job's own chunks come from its state below
+                    accepted.add_block(np.frombuffer(block, np.float32).reshape(-1, dim))
+        next_candidate = 0
+        for chunk in range(math.ceil(count / chunk_size)):
+            if f"next:{chunk}" in state:  # stored before a takeover: reuse it
+                accepted.add_block(np.frombuffer(state[f"emb:{chunk}"], np.float32).reshape(-1, dim))
+                next_candidate = int(state[f"next:{chunk}"])
+                continue
+            if lock_key:
+                await queue.redis.pexpire(lock_key, LOCK_TTL_MS)
+            need = min(chunk_size, count - chunk * chunk_size)
+            sources, z, images, embeddings, next_candidate = await _fill_chunk(
+                work, accepted, decode, next_candidate, need, batch
+            )
+            first = chunk * chunk_size
+            indices = np.arange(first, first + need)
+            tar, offsets = await asyncio.get_running_loop().run_in_executor(
+                encode_pool, _encode_with_sources, work, indices, sources, z, images
+            )
+            stored = embeddings.astype(np.float32)
+            accepted.add_block(stored)
+            done, _ = await queue.complete_unique_chunk(
+                job_id, chunk, need, tar, offsets, expires_at, stored.tobytes(), next_candidate, collection_key
+            )
+            if done < 0:
+                log.info("unique job %s stopped (cancelled, failed or gone) at chunk %d", job_id, chunk)
+                break
+    finally:
+        if lock_key:
+            await queue.redis.delete(lock_key)
+    await queue.skip(work.item)
+
+
+async def _fill_chunk(
+    work: UniqueJob, accepted: AcceptedSet, decode: Decode, next_candidate: int, need: int, batch: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+    """Decode candidates in batches until ``need`` pass; returns their sources, latents, images, embeddings."""
+    picked: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]] = []
+    local = AcceptedSet(accepted.threshold2, accepted.dim)
+    started = time.monotonic()
+    while len(picked) < need:
+        candidates = np.arange(next_candidate, next_candidate + batch, dtype=np.int64)
+        z = work.model.latents(work.spec.seed, candidates, work.spec.truncation)
+        images = await decode(z, work.item.priority)
+        emb = thumbnails(images)  # float32, exactly as stored: decisions replay identically after a resume
+        merged = AcceptedSet(accepted.threshold2, accepted.dim)
+        merged.blocks = accepted.blocks + local.blocks
+        chosen = merged.select(emb, need - len(picked))
+        for i in chosen:
+            picked.append((int(candidates[i]), z[i], images[i], emb[i]))
+        local.add_block(emb[chosen])
+        next_candidate = int(candidates[chosen[-1]]) + 1 if len(picked) == need else int(candidates[-1]) + 1
+        if time.monotonic() - started > 600 and len(picked) < need:
+            raise RuntimeError(
+                f"could not find {need} unique faces among {next_candidate} candidates; the model's diversity is exhausted"
+            )
+    sources = np.array([p[0] for p in picked], dtype=np.int64)
+    return (
+        sources,
+        np.stack([p[1] for p in picked]),
+        np.stack([p[2] for p in picked]),
+        np.stack([p[3] for p in picked]),
+        next_candidate,
+    )
+
+
+def _encode_with_sources(
+    work: UniqueJob, indices: np.ndarray, sources: np.ndarray, z: np.ndarray, images: np.ndarray
+) -> tuple[bytes, list[int]]:
+    samples = encode_samples(work.model, work.spec, indices, z, images)
+    parts, offsets, pos = [], [], 0
+    for sample, source in zip(samples, sources, strict=True):
+        sample.meta["source_index"] = int(source)
+        sample.meta["unique"] = True
+        blob = tar_sample(sample.index, EXTENSIONS[work.spec.fmt], sample.data, sample.meta)
+        offsets.append(pos)
+        parts.append(blob)
+        pos += len(blob)
+    offsets.append(pos)
+    return b"".join(parts), offsets
