@@ -41,6 +41,7 @@ def build_manifest(
     graph: dict[str, Any],
     uniqueness: dict[str, Any],
     with_encoder: bool,
+    privacy: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Everything but the file hashes, which ``write_manifest`` adds once the files are final."""
     size = int(config["image_size"])
@@ -63,6 +64,8 @@ def build_manifest(
         "created_by": _creator(),
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+    if privacy is not None:
+        manifest["privacy"] = privacy
     if with_encoder:
         manifest["encoder"] = {
             "file": "encoder.onnx",

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from aae.data import image_grid
+from aae.data import image_grid, load_dataset
 from aae.model import AAE, load_checkpoint
 from export.graphs import (
     OPSET,
@@ -43,6 +43,8 @@ from export.parity import (
     parity_latents,
 )
 from service.model_package import ModelPackage, load_package
+from service.privacy import METRIC as PRIVACY_METRIC
+from service.privacy import calibrate, thumbnails8, write_index
 from service.uniqueness import METRIC, calibrate_threshold
 
 log = logging.getLogger(__name__)
@@ -98,8 +100,39 @@ def _samples(model: AAE, staging: Path) -> np.ndarray:
     return images
 
 
+@dataclass
+class TrainingData:
+    """Where the training images come from, for the privacy guard's index (see service/privacy.py)."""
+
+    source: str  # "avatars", "lfw", or a folder of images
+    count: int = 30000
+    seed: int = 0
+    cache_dir: str = "cache"
+
+
+def _privacy_index(model: AAE, data: TrainingData, staging: Path) -> dict[str, object]:
+    images = load_dataset(data.source, data.count, model.config.image_size, data.seed, data.cache_dir)
+    thumbs = thumbnails8(images)
+    write_index(staging / "train_index.npz", thumbs)
+    threshold = calibrate(thumbs)
+    log.info("privacy index: %d training images, threshold %.4f", len(thumbs), threshold)
+    return {
+        "file": "train_index.npz",
+        "metric": PRIVACY_METRIC,
+        "threshold": threshold,
+        "images": len(thumbs),
+        "calibration": {"quantile": 0.01, "of": "distances from training images to their nearest other training image"},
+        "data": {"source": data.source, "count": data.count, "seed": data.seed},
+    }
+
+
 def export_package(
-    checkpoint_path: str | Path, out_dir: str | Path, name: str | None = None, version: str = "1", with_encoder: bool = True
+    checkpoint_path: str | Path,
+    out_dir: str | Path,
+    name: str | None = None,
+    version: str = "1",
+    with_encoder: bool = True,
+    training_data: TrainingData | None = None,
 ) -> ExportResult:
     """Export a trained checkpoint to a model package at ``out_dir``; refuse it if any parity check fails."""
     out = Path(out_dir)
@@ -115,7 +148,8 @@ def export_package(
             "threshold": calibrate_threshold(samples),
             "calibration": {"samples": len(samples), "quantile": 0.01, "of": "nearest-neighbour distances between samples"},
         }
-        files = sorted(p for p in staging.iterdir() if p.suffix in (".onnx", ".png"))
+        privacy = _privacy_index(model, training_data, staging) if training_data else None
+        files = sorted(p for p in staging.iterdir() if p.suffix in (".onnx", ".png", ".npz"))
         manifest = build_manifest(
             name=name,
             version=version,
@@ -126,6 +160,7 @@ def export_package(
             graph={"opset": OPSET, **stats.to_dict()},
             uniqueness=uniqueness,
             with_encoder=with_encoder,
+            privacy=privacy,
         )
         for graph in (p for p in files if p.suffix == ".onnx"):
             write_metadata(graph, onnx_metadata(manifest, graph.name))

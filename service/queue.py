@@ -51,6 +51,12 @@ class JobSpec:
     owner: str = "anonymous"  # the API key's tenant id
     unique: bool = False  # no two images closer than the model's uniqueness threshold
     collection: str = ""  # keep uniqueness across the tenant's jobs of this collection
+    novel: bool = False  # no image close to a training image
+
+    @property
+    def sequential(self) -> bool:
+        """Whether image i depends on the images before it (a replaced candidate shifts the rest)."""
+        return self.unique or bool(self.collection) or self.novel
 
 
 @dataclass(frozen=True)
@@ -145,6 +151,7 @@ class JobQueue:
             "owner": spec.owner,
             "unique": int(spec.unique or bool(spec.collection)),
             "collection": spec.collection,
+            "novel": int(spec.novel),
             "chunk_size": self.chunk_size,
             "created_at": now,
             "expires_at": expires_at,
@@ -154,7 +161,7 @@ class JobQueue:
             pipe.hset(K.job_key(job_id), mapping=fields)  # type: ignore[arg-type]
             pipe.expireat(K.job_key(job_id), expires_at + self.config.expired_retention_s)
             pipe.incrby(K.QUEUED_IMAGES_KEY, spec.count)
-            if spec.unique or spec.collection:
+            if spec.sequential:
                 # each image depends on every one before it, so one worker computes the job in order
                 pipe.xadd(stream, {"job": job_id, "chunk": 0, "start": 0, "stop": spec.count, "sequential": 1})
             else:

@@ -12,6 +12,7 @@ import onnxruntime as ort
 from service.errors import ModelPackageError, NotFound
 from service.latents import latents
 from service.model_package import ModelPackage, discover_packages
+from service.privacy import TrainingIndex
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,14 @@ class LoadedModel:
 
     package: ModelPackage
     session: ort.InferenceSession
+    _training_index: TrainingIndex | None = None
+
+    def training_index(self) -> TrainingIndex | None:
+        """The privacy guard's index of training thumbnails, loaded on first use (None without one)."""
+        path = self.package.privacy_index_path
+        if path is not None and self._training_index is None:
+            self._training_index = TrainingIndex.load(path, self.package.privacy_threshold)
+        return self._training_index
 
     @property
     def provider(self) -> str:

@@ -55,6 +55,12 @@ async def create_job(
             {"field": "count", "max": settings.max_count},
         )
     model = runtime.registry.get(body.model)
+    if body.novel and model.package.privacy_index_path is None:
+        raise InvalidRequest(
+            f"novel needs a model package with a training index; {model.package.ref} has none "
+            "(export it with synthgen export --train-index)",
+            {"field": "novel", "model": model.package.ref},
+        )
     quotas = settings.quotas()
     await auth.check_concurrency(runtime.redis, tenant, quotas)
     await auth.charge(runtime.redis, tenant, quotas, body.count)
@@ -68,7 +74,7 @@ async def create_job(
     priority = body.priority or ("interactive" if body.count <= settings.interactive_max_count else "bulk")
     spec = JobSpec(
         model.package.ref, model.package.sha256, body.count, seed, body.truncation, body.format, body.quality, priority,
-        tenant, body.unique or body.collection is not None, body.collection or "",
+        tenant, body.unique or body.collection is not None, body.collection or "", body.novel,
     )  # fmt: skip
     job = await runtime.queue.create_job(spec)
     await auth.register_job(runtime.redis, tenant, job["id"], settings.result_ttl_s)

@@ -41,6 +41,11 @@ class JobRequest(BaseModel):
         description="No two images closer than the model's uniqueness threshold (RMS distance of 16x16 thumbnails); "
         "rejected candidates are replaced deterministically and each image's JSON records its source_index.",
     )
+    novel: bool = Field(
+        default=False,
+        description="Privacy guard: reject candidates closer than the model's threshold to any training image "
+        "(RMS distance of 8x8 thumbnails); needs a model package with a training index.",
+    )
     collection: str | None = Field(
         default=None,
         pattern=r"^[A-Za-z0-9._-]{1,64}$",

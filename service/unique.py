@@ -29,6 +29,7 @@ import redis.asyncio as aioredis
 from service import constants as K
 from service.encoders import EXTENSIONS, tar_sample
 from service.generation import RenderSpec, encode_samples
+from service.privacy import TrainingIndex
 from service.queue import JobQueue, WorkItem
 from service.registry import LoadedModel
 from service.uniqueness import thumbnails
@@ -85,6 +86,8 @@ class UniqueJob:
     spec: RenderSpec
     tenant: str
     collection: str
+    unique: bool = True
+    novel: TrainingIndex | None = None  # the privacy guard, for novel jobs
 
 
 async def _lock_collection(client: aioredis.Redis, key: str, job_id: str) -> None:
@@ -160,9 +163,13 @@ async def _fill_chunk(
         z = work.model.latents(work.spec.seed, candidates, work.spec.truncation)
         images = await decode(z, work.item.priority)
         emb = thumbnails(images)  # float32, exactly as stored: decisions replay identically after a resume
-        merged = AcceptedSet(accepted.threshold2, accepted.dim)
-        merged.blocks = accepted.blocks + local.blocks
-        chosen = merged.select(emb, need - len(picked))
+        allowed = np.flatnonzero(work.novel.novel(images)) if work.novel is not None else np.arange(len(images))
+        if work.unique:
+            merged = AcceptedSet(accepted.threshold2, accepted.dim)
+            merged.blocks = accepted.blocks + local.blocks
+            chosen = [int(allowed[i]) for i in merged.select(emb[allowed], need - len(picked))]
+        else:
+            chosen = [int(i) for i in allowed[: need - len(picked)]]
         for i in chosen:
             picked.append((int(candidates[i]), z[i], images[i], emb[i]))
         local.add_block(emb[chosen])
@@ -188,7 +195,8 @@ def _encode_with_sources(
     parts, offsets, pos = [], [], 0
     for sample, source in zip(samples, sources, strict=True):
         sample.meta["source_index"] = int(source)
-        sample.meta["unique"] = True
+        sample.meta["unique"] = work.unique
+        sample.meta["novel"] = work.novel is not None
         blob = tar_sample(sample.index, EXTENSIONS[work.spec.fmt], sample.data, sample.meta)
         offsets.append(pos)
         parts.append(blob)

@@ -203,7 +203,11 @@ class Worker:
         batcher = self._batcher(model)
         if item.sequential:
             self._submitted(state)  # a unique job decodes batch after batch: nobody should wait for it
-            work = UniqueJob(item, job, model, spec, job.get("owner", "anonymous"), job.get("collection", ""))
+            novel = model.training_index() if job.get("novel") == "1" else None
+            if job.get("novel") == "1" and novel is None:
+                raise RuntimeError(f"job asks for novel images but {model.package.ref} on this worker has no training index")
+            unique = job.get("unique") == "1"
+            work = UniqueJob(item, job, model, spec, job.get("owner", "anonymous"), job.get("collection", ""), unique, novel)
             await run_unique_job(self.queue, work, batcher.submit, self._encode_pool, self.settings.batch_size)
             M.IMAGES.labels(model.package.ref, spec.fmt).inc(item.stop - item.start)
             return

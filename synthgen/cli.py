@@ -66,7 +66,12 @@ def cmd_export(args: argparse.Namespace) -> int:
         return 0
     if not args.checkpoint or not args.out:
         raise ValueError("expected: synthgen export CHECKPOINT --out models/NAME (or: synthgen export --verify PACKAGE)")
-    result = export_package(args.checkpoint, args.out, name=args.name, version=args.version, with_encoder=not args.no_encoder)
+    from export.package import TrainingData
+
+    training = TrainingData(args.train_index, args.train_count, args.train_seed, args.cache_dir) if args.train_index else None
+    result = export_package(
+        args.checkpoint, args.out, name=args.name, version=args.version, with_encoder=not args.no_encoder, training_data=training
+    )
     _say(describe_result(result))
     return 0
 
@@ -136,6 +141,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default=None, help="model name (default: the folder name)")
     p.add_argument("--version", default="1")
     p.add_argument("--no-encoder", action="store_true", help="leave encoder.onnx out of the package")
+    p.add_argument("--train-index", metavar="DATA", help="ship the privacy guard's index of DATA: 'avatars', 'lfw' or a folder")
+    p.add_argument("--train-count", type=_positive_int, default=30000, help="training images in the index")
+    p.add_argument("--train-seed", type=int, default=0, help="dataset seed (avatars)")
+    p.add_argument("--cache-dir", default="cache")
     p.add_argument("--verify", metavar="PACKAGE", help="re-check an existing package (with CHECKPOINT: also against torch)")
     p.set_defaults(func=cmd_export)
 

@@ -198,3 +198,16 @@ def test_several_versions_are_served_at_once(package_copy: Path) -> None:
     assert registry.get("tiny").package.version == "2"  # a bare name is the latest version
     assert registry.get("tiny@1").package.version == "1"
     assert registry.default.package.ref == "tiny@1"
+
+
+def test_export_ships_a_privacy_index(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    from export.package import TrainingData
+
+    data = TrainingData("avatars", 64, 0, str(tiny_checkpoint.parent / "cache"))
+    export_package(tiny_checkpoint, tmp_path / "models" / "tiny", name="tiny", with_encoder=False, training_data=data)
+    package = load_package(tmp_path / "models" / "tiny")
+    privacy = package.manifest["privacy"]
+    assert privacy["images"] == 64 and privacy["metric"] == "rms-thumbnail-8x8-rgb" and privacy["threshold"] >= 0
+    assert "train_index.npz" in package.manifest["files"]
+    index = ModelRegistry.from_directory(tmp_path / "models", "tiny").default.training_index()
+    assert index is not None and index.thumbs.shape == (64, 8 * 8 * 3)

@@ -112,3 +112,44 @@ def test_a_unique_job_survives_a_worker_kill(
     assert _finish(api, job["id"])["done"] == 1200
     images, _ = _samples(api, job["id"])
     assert np.array_equal(images, expected)
+
+
+def _with_training_index(tiny_models_dir: Path, tmp_path: Path, training_images: np.ndarray, threshold: float) -> Path:
+    """A copy of the tiny package that ships ``training_images`` as its privacy index."""
+    import shutil
+
+    from export.manifest import write_manifest
+    from service.privacy import METRIC, thumbnails8, write_index
+
+    package = tmp_path / "models" / "tiny"
+    shutil.copytree(tiny_models_dir / "tiny", package)
+    write_index(package / "train_index.npz", thumbnails8(training_images))
+    manifest = json.loads((package / "manifest.json").read_text())
+    manifest["privacy"] = {"file": "train_index.npz", "metric": METRIC, "threshold": threshold, "images": len(training_images)}
+    files = [package / name for name in [*manifest["files"], "train_index.npz"]]
+    write_manifest(package / "manifest.json", manifest, files)
+    return package.parent
+
+
+def test_novel_jobs_keep_away_from_training_images(
+    app_factory: Callable[..., TestClient], tiny_models_dir: Path, tmp_path: Path
+) -> None:
+    from service.privacy import min_distances, thumbnails8
+
+    model = ModelRegistry.from_directory(tiny_models_dir, "tiny").default
+    memorized = model.generate(5, np.arange(60))  # pretend the model reproduces its first 60 faces of seed 5
+    threshold = 0.0004
+    models_dir = _with_training_index(tiny_models_dir, tmp_path, memorized, threshold)
+    client = app_factory(models_dir=models_dir, chunk_size=64)
+    job = client.post("/v1/jobs", json={"count": 100, "seed": 5, "novel": True}).json()
+    assert _finish(client, job["id"])["status"] == "succeeded"
+    images, metas = _samples(client, job["id"])
+    assert len(images) == 100
+    assert min_distances(thumbnails8(images), thumbnails8(memorized)).min() >= threshold  # independent of the worker's mask
+    assert metas[0]["source_index"] >= 60 and all(m["novel"] for m in metas)
+
+
+def test_novel_needs_a_training_index(app_factory: Callable[..., TestClient]) -> None:
+    client = app_factory(with_worker=False)
+    response = client.post("/v1/jobs", json={"count": 4, "novel": True})
+    assert response.status_code == 422 and "training index" in response.json()["error"]["message"]
