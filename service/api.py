@@ -33,6 +33,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     for code, text in {
         400: "Body that is not valid JSON",
         401: "Missing or invalid API key",
+        403: "A read-only API key asked to create or cancel work",
         404: "Not found",
         409: "Conflict",
         413: "Too large",

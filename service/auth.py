@@ -34,12 +34,20 @@ def parse_keys(text: str) -> list[str]:
 
 
 @dataclass(frozen=True)
+class Caller:
+    tenant: str
+    read_only: bool = False
+
+
+@dataclass(frozen=True)
 class KeyRing:
     digests: tuple[bytes, ...]
+    read_only: frozenset[bytes] = frozenset()  # keys that may read but not create or cancel
 
     @classmethod
-    def load(cls, keys: str, keys_file: Path | None) -> KeyRing:
-        found = parse_keys(keys)
+    def load(cls, keys: str, keys_file: Path | None, read_only_keys: str = "") -> KeyRing:
+        viewers = parse_keys(read_only_keys)
+        found = parse_keys(keys) + viewers
         if keys_file is not None:
             try:
                 found += parse_keys(keys_file.read_text(encoding="utf-8"))
@@ -48,7 +56,7 @@ class KeyRing:
         short = [i for i, k in enumerate(found) if len(k) < 8]
         if short:
             raise ValueError(f"API keys must be at least 8 characters; key number(s) {[i + 1 for i in short]} are shorter")
-        return cls(tuple(_digest(k) for k in found))
+        return cls(tuple(_digest(k) for k in found), frozenset(_digest(k) for k in viewers))
 
     @property
     def enabled(self) -> bool:
@@ -56,8 +64,12 @@ class KeyRing:
 
     def identify(self, authorization: str | None) -> str:
         """The tenant id of a ``Bearer`` key, or raise Unauthorized. Anonymous when no keys are set."""
+        return self.caller(authorization).tenant
+
+    def caller(self, authorization: str | None) -> Caller:
+        """Who is calling (tenant and whether the key is read-only), or raise Unauthorized."""
         if not self.enabled:
-            return ANONYMOUS
+            return Caller(ANONYMOUS)
         scheme, _, presented = (authorization or "").partition(" ")
         if scheme.lower() != "bearer" or not presented.strip():
             raise Unauthorized("expected an 'Authorization: Bearer <api key>' header")
@@ -68,7 +80,7 @@ class KeyRing:
                 match = stored
         if not match:
             raise Unauthorized("the API key is not valid")
-        return match.hex()[:16]
+        return Caller(match.hex()[:16], match in self.read_only)
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from service.errors import NotFound
+from service.errors import Forbidden, NotFound
 from service.runtime import Runtime
 from service.settings import Settings, get_settings
 
@@ -25,9 +25,19 @@ def get_tenant(request: Request) -> str:
     return runtime.keyring.identify(request.headers.get("authorization"))
 
 
+def get_writer(request: Request) -> str:
+    """Like get_tenant, for routes that create or cancel work: a read-only key gets 403."""
+    runtime: Runtime = request.app.state.runtime
+    caller = runtime.keyring.caller(request.headers.get("authorization"))
+    if caller.read_only:
+        raise Forbidden(f"this API key is read-only: it cannot {request.method} {request.url.path}")
+    return caller.tenant
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 TenantDep = Annotated[str, Depends(get_tenant)]
+WriterDep = Annotated[str, Depends(get_writer)]
 
 
 async def owned_job(runtime: Runtime, job_id: str, tenant: str) -> dict[str, str]:

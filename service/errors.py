@@ -30,6 +30,10 @@ class Unauthorized(SynthgenError):
         self.headers = {"WWW-Authenticate": "Bearer"}
 
 
+class Forbidden(SynthgenError):
+    code, status = "forbidden", 403
+
+
 class NotFound(SynthgenError):
     code, status = "not_found", 404
 

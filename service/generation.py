@@ -14,6 +14,7 @@ import numpy as np
 from tqdm import tqdm
 
 from service.encoders import EXTENSIONS, encode_image, sample_key, sample_meta, tar_sample
+from service.latents import slerp
 from service.registry import LoadedModel
 
 log = logging.getLogger(__name__)
@@ -76,6 +77,28 @@ def encode_chunk(
 ) -> tuple[bytes, list[int]]:
     """A chunk's tar blocks and sample offsets, from its decoded images (runs in the encode pool)."""
     return samples_to_tar(encode_samples(model, spec, indices, z, images), spec.fmt)
+
+
+def interpolation_latents(
+    model: LoadedModel, ends: tuple[tuple[int, int], tuple[int, int]], steps: int, method: str, truncation: float | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Latents along the path between image (seed, index) ``ends[0]`` and ``ends[1]``, and each one's t."""
+    (from_seed, from_index), (to_seed, to_index) = ends
+    a = model.latents(from_seed, np.array([from_index]), truncation)[0]
+    b = model.latents(to_seed, np.array([to_index]), truncation)[0]
+    t = np.linspace(0.0, 1.0, steps)
+    if method == "slerp":
+        return slerp(a, b, t), t
+    if method == "lerp":
+        return ((1 - t)[:, None] * a + t[:, None] * b).astype(np.float32), t
+    raise ValueError(f"method must be 'slerp' or 'lerp', got {method!r}")
+
+
+def strip_image(images: np.ndarray) -> np.ndarray:
+    """Images [N, H, W, C] side by side: one [H, N*W, C] strip."""
+    N, H, W, C = images.shape  # steps, height, width, channels
+    out: np.ndarray = images.transpose(1, 0, 2, 3).reshape(H, N * W, C)
+    return out
 
 
 def _batches(count: int, batch_size: int) -> Iterator[np.ndarray]:

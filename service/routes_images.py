@@ -13,7 +13,8 @@ from fastapi.concurrency import run_in_threadpool
 from service.deps import RuntimeDep, TenantDep
 from service.encoders import EXTENSIONS, MEDIA_TYPES, encode_image, sample_meta, tar_end, tar_sample
 from service.errors import InvalidRequest, NotFound
-from service.latents import MAX_SEED, slerp
+from service.generation import interpolation_latents, strip_image
+from service.latents import MAX_SEED
 from service.registry import LoadedModel
 from service.schemas import ImageFormat, InterpolateRequest
 
@@ -55,21 +56,10 @@ async def get_image(
     return Response(data, media_type=MEDIA_TYPES[fmt], headers=headers)
 
 
-def path_latents(model: LoadedModel, body: InterpolateRequest) -> tuple[np.ndarray, np.ndarray]:
-    """The latents along the path from one image to the other, and each one's fraction t."""
-    a = model.latents(body.from_seed, np.array([body.from_index]), body.truncation)[0]
-    b = model.latents(body.to_seed, np.array([body.to_index]), body.truncation)[0]
-    t = np.linspace(0.0, 1.0, body.steps)
-    if body.method == "slerp":
-        return slerp(a, b, t), t
-    return ((1 - t)[:, None] * a + t[:, None] * b).astype(np.float32), t
-
-
 def _strip(images: np.ndarray, fmt: str, quality: int, level: int) -> bytes:
-    N, H, W, C = images.shape  # steps, height, width, channels
     if fmt == "npy":
         return encode_image(images, "npy")  # the stack itself, [steps, H, W, C]
-    return encode_image(images.transpose(1, 0, 2, 3).reshape(H, N * W, C), fmt, quality, level)
+    return encode_image(strip_image(images), fmt, quality, level)
 
 
 def _tar(model: LoadedModel, body: InterpolateRequest, z: np.ndarray, t: np.ndarray, images: np.ndarray, level: int) -> bytes:
@@ -98,7 +88,8 @@ async def interpolate(
 ) -> Response:
     """Walk from one face to another through latent space (slerp keeps the path at the prior's typical radius)."""
     model = runtime.registry.get(body.model)
-    z, t = path_latents(model, body)
+    ends = ((body.from_seed, body.from_index), (body.to_seed, body.to_index))
+    z, t = interpolation_latents(model, ends, body.steps, body.method, body.truncation)
     images = await runtime.decode_latents(model, z)
     level = runtime.settings.png_compress_level
     if layout == "strip":

@@ -13,7 +13,7 @@ from fastapi.responses import StreamingResponse
 from service import auth
 from service import metrics as M
 from service.admission import admit
-from service.deps import RuntimeDep, SettingsDep, TenantDep, owned_job
+from service.deps import RuntimeDep, SettingsDep, TenantDep, WriterDep, owned_job
 from service.encoders import MEDIA_TYPES
 from service.errors import Conflict, InvalidRequest, QueueFull, TooLarge
 from service.latents import MAX_SEED
@@ -47,7 +47,7 @@ async def list_models(runtime: RuntimeDep, tenant: TenantDep) -> ModelList:
 
 @router.post("/jobs", status_code=202, response_model=JobCreated, tags=["jobs"])
 async def create_job(
-    body: JobRequest, runtime: RuntimeDep, settings: SettingsDep, tenant: TenantDep, response: Response
+    body: JobRequest, runtime: RuntimeDep, settings: SettingsDep, tenant: WriterDep, response: Response
 ) -> JobCreated:
     if body.count > settings.max_count:
         raise InvalidRequest(
@@ -93,7 +93,7 @@ async def get_job(job_id: str, runtime: RuntimeDep, tenant: TenantDep) -> JobSta
 
 
 @router.delete("/jobs/{job_id}", response_model=JobStatusResponse, tags=["jobs"])
-async def cancel_job(job_id: str, runtime: RuntimeDep, tenant: TenantDep) -> JobStatusResponse:
+async def cancel_job(job_id: str, runtime: RuntimeDep, tenant: WriterDep) -> JobStatusResponse:
     before = job_view(await owned_job(runtime, job_id, tenant))
     job = job_view(await runtime.queue.stop_job(job_id, "cancelled"))
     if before["status"] in ("queued", "running") and job["status"] == "cancelled":

@@ -32,7 +32,7 @@ def load_registry(settings: Settings) -> ModelRegistry:
 
 def load_keyring(settings: Settings) -> KeyRing:
     """The API keys; raises ValueError when they are unreadable, too short, or required and absent."""
-    keyring = KeyRing.load(settings.api_keys, settings.api_keys_file)
+    keyring = KeyRing.load(settings.api_keys, settings.api_keys_file, settings.read_only_api_keys)
     if settings.require_api_keys and not keyring.enabled:
         raise ValueError("SYNTHGEN_REQUIRE_API_KEYS is on but no key is set (SYNTHGEN_API_KEYS or SYNTHGEN_API_KEYS_FILE)")
     return keyring

@@ -52,6 +52,7 @@ class Settings(BaseSettings):
     # API keys: comma- or newline-separated, and/or a file (a mounted secret) with one key per line.
     api_keys: str = ""
     api_keys_file: Path | None = None
+    read_only_api_keys: str = ""  # keys that may read (models, status, results, images) but not create or cancel jobs
     require_api_keys: bool = False  # refuse to start without keys (production)
     metrics_require_key: bool = False
     quota_images_per_day: int = Field(default=0, ge=0)  # per key; 0: unlimited

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -98,6 +99,41 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_interpolate(args: argparse.Namespace) -> int:
+    """A strip of faces from one image to another (the lecture's cat -> dog walk), as one image file."""
+    out = Path(args.out)
+    fmt = {"png": "png", "jpg": "jpeg", "jpeg": "jpeg", "webp": "webp"}.get(out.suffix.lstrip(".").lower())
+    if fmt is None:
+        raise ValueError(f"--out must end in .png, .jpg or .webp, got {out.name!r}")
+    if args.server:
+        from synthgen.client import SynthgenClient
+
+        options = {"from_index": args.from_index, "to_index": args.to_index, "truncation": args.truncation}
+        with SynthgenClient(args.server, api_key=args.api_key or os.environ.get("SYNTHGEN_API_KEY")) as client:
+            data = client.interpolate(
+                args.from_seed, args.to_seed, args.steps, args.method, args.model, fmt, "strip",
+                **{k: v for k, v in options.items() if v is not None},
+            )  # fmt: skip
+    else:
+        from service.encoders import encode_image
+        from service.generation import interpolation_latents, strip_image
+        from service.registry import ModelRegistry
+        from service.settings import get_settings
+
+        settings = get_settings()
+        registry = ModelRegistry.from_directory(settings.models_dir, args.model or settings.default_model)
+        model = registry.get(args.model)
+        ends = ((args.from_seed, args.from_index), (args.to_seed, args.to_index))
+        z, _ = interpolation_latents(model, ends, args.steps, args.method, args.truncation)
+        data = encode_image(strip_image(model.decode(z)), fmt)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(data)
+    _say(
+        f"{args.steps} faces from seed {args.from_seed}/{args.from_index} to {args.to_seed}/{args.to_index} ({args.method}) in {out}"
+    )
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from service.serve import serve
 
@@ -162,6 +198,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--api-key", default=None, help="with --server (default: SYNTHGEN_API_KEY)")
     p.add_argument("--shards", type=_positive_int, default=None, help="with --server: write N WebDataset tar shards")
     p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("interpolate", help="a strip of faces walking from one image to another")
+    p.add_argument("--from-seed", type=int, required=True)
+    p.add_argument("--to-seed", type=int, required=True)
+    p.add_argument("--from-index", type=int, default=0)
+    p.add_argument("--to-index", type=int, default=0)
+    p.add_argument("--steps", type=int, default=9, choices=range(2, 257), metavar="2..256")
+    p.add_argument("--method", default="slerp", choices=["slerp", "lerp"])
+    p.add_argument("--truncation", type=_positive_float, default=None)
+    p.add_argument("--model", default=None)
+    p.add_argument("--out", default="strip.png", help="strip.png, .jpg or .webp")
+    p.add_argument("--server", default=None, help="ask a synthgen server instead of running the model here")
+    p.add_argument("--api-key", default=None)
+    p.set_defaults(func=cmd_interpolate)
 
     p = sub.add_parser("serve", help="run the HTTP API and/or a worker")
     p.add_argument("--role", default="all", choices=["all", "api", "worker"])

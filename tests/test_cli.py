@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -97,3 +99,26 @@ def test_serve_refuses_a_tampered_package_with_one_line(tiny_models_dir: Path, t
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "decoder.onnx: sha256" in lines[0] and "does not match manifest" in lines[0], done.stderr
+
+
+def test_interpolate_writes_a_strip_in_process_and_matches_the_api(
+    tiny_models_dir: Path, tmp_path: Path, app_factory: Any
+) -> None:
+    import os
+
+    out = tmp_path / "strip.png"
+    os.environ["SYNTHGEN_MODELS_DIR"] = str(tiny_models_dir)
+    os.environ["SYNTHGEN_DEFAULT_MODEL"] = "tiny"
+    from service.settings import get_settings
+
+    get_settings.cache_clear()
+    try:
+        code = main(["interpolate", "--from-seed", "3", "--to-seed", "4", "--steps", "5", "--method", "lerp", "--out", str(out)])
+    finally:
+        del os.environ["SYNTHGEN_MODELS_DIR"], os.environ["SYNTHGEN_DEFAULT_MODEL"]
+        get_settings.cache_clear()
+    strip = np.asarray(Image.open(io.BytesIO(out.read_bytes())))
+    assert code == 0 and strip.shape == (32, 5 * 32, 3)
+    client = app_factory(with_worker=False)
+    served = client.post("/v1/interpolate?layout=strip", json={"from_seed": 3, "to_seed": 4, "steps": 5, "method": "lerp"})
+    assert np.array_equal(strip, np.asarray(Image.open(io.BytesIO(served.content))))

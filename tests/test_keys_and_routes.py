@@ -139,3 +139,21 @@ def test_cors_is_configurable(app_factory: Callable[..., TestClient]) -> None:
     assert response.headers["access-control-allow-origin"] == "https://crowds.example"
     other = client.options("/v1/jobs", headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"})
     assert "access-control-allow-origin" not in other.headers
+
+
+def test_read_only_keys_get_403_on_writes(app_factory: Callable[..., TestClient]) -> None:
+    viewer = {"Authorization": "Bearer viewer-key-0001"}
+    client = app_factory(with_worker=False, api_keys=KEY_A, read_only_api_keys="viewer-key-0001")
+    assert client.get("/v1/models", headers=viewer).status_code == 200
+    assert client.get("/v1/images/1.png", headers=viewer).status_code == 200
+    refused = client.post("/v1/jobs", json={"count": 1}, headers=viewer)
+    assert refused.status_code == 403 and refused.json()["error"]["code"] == "forbidden"
+    assert "read-only" in refused.json()["error"]["message"]
+    job = client.post("/v1/jobs", json={"count": 1}, headers=A).json()
+    assert client.delete(f"/v1/jobs/{job['id']}", headers=viewer).status_code == 403
+
+
+def test_a_body_that_is_not_json_text_gets_400(app_factory: Callable[..., TestClient]) -> None:
+    client = app_factory(with_worker=False)
+    response = client.post("/v1/jobs", content=b"\xe9", headers={"content-type": "application/json"})
+    assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_request"
