@@ -2,13 +2,39 @@
 
 from __future__ import annotations
 
+# Shared by both completion scripts: store a chunk's result, and count it done exactly once.
+_COMMON = """
+local function store_result(result, done_set, tar, offsets, expire_at)
+  if tar ~= '' then
+    redis.call('HSET', result, 'tar', tar, 'offsets', offsets)
+  else
+    redis.call('HSET', result, 'offsets', offsets)
+  end
+  redis.call('EXPIREAT', result, expire_at)
+  redis.call('EXPIREAT', done_set, expire_at)
+end
+local function count_done(job, progress, queued, chunk, images, now)
+  redis.call('DECRBY', queued, images)
+  redis.call('RPUSH', progress, chunk)
+  redis.call('LTRIM', progress, -64, -1)
+  redis.call('EXPIRE', progress, 60)
+  local done = redis.call('HINCRBY', job, 'done', images)
+  local finished = 0
+  if done >= tonumber(redis.call('HGET', job, 'count')) then
+    redis.call('HSET', job, 'status', 'succeeded', 'finished_at', now)
+    finished = 1
+  end
+  return done, finished
+end
+"""
+
 # Complete a chunk: store its result, mark it done (SADD: progress counts each chunk once), update the
 # statistics that admission control reads, and only then XACK and XDEL its entry.
 # KEYS: job, done set, result, stream, result-bytes bucket, drained bucket, queued-images counter,
 #       progress list (wakes readers waiting on the job)
 # ARGV: chunk, images, tar ('' when the bytes live in a directory store), offsets, results expire at
 #       (unix s), group, entry id, now, result bytes, bytes bucket expires at (unix s)
-COMPLETE_CHUNK = """
+COMPLETE_CHUNK = _COMMON + """
 local function ack()
   redis.call('XACK', KEYS[4], ARGV[6], ARGV[7])
   redis.call('XDEL', KEYS[4], ARGV[7])
@@ -24,26 +50,12 @@ end
 local done = tonumber(redis.call('HGET', KEYS[1], 'done'))
 local finished = 0
 if redis.call('SADD', KEYS[2], ARGV[1]) == 1 then
-  if ARGV[3] ~= '' then
-    redis.call('HSET', KEYS[3], 'tar', ARGV[3], 'offsets', ARGV[4])
-  else
-    redis.call('HSET', KEYS[3], 'offsets', ARGV[4])
-  end
-  redis.call('EXPIREAT', KEYS[3], ARGV[5])
-  redis.call('EXPIREAT', KEYS[2], ARGV[5])
+  store_result(KEYS[3], KEYS[2], ARGV[3], ARGV[4], ARGV[5])
   redis.call('INCRBY', KEYS[5], ARGV[9])
   redis.call('EXPIREAT', KEYS[5], ARGV[10])
   redis.call('INCRBY', KEYS[6], ARGV[2])
   redis.call('EXPIRE', KEYS[6], 120)
-  redis.call('DECRBY', KEYS[7], ARGV[2])
-  redis.call('RPUSH', KEYS[8], ARGV[1])
-  redis.call('LTRIM', KEYS[8], -64, -1)
-  redis.call('EXPIRE', KEYS[8], 60)
-  done = redis.call('HINCRBY', KEYS[1], 'done', ARGV[2])
-  if done >= tonumber(redis.call('HGET', KEYS[1], 'count')) then
-    redis.call('HSET', KEYS[1], 'status', 'succeeded', 'finished_at', ARGV[8])
-    finished = 1
-  end
+  done, finished = count_done(KEYS[1], KEYS[8], KEYS[7], ARGV[1], ARGV[2], ARGV[8])
 end
 ack()
 return {done, finished}
@@ -79,32 +91,18 @@ return status
 # which covers the whole job. KEYS: job, done set, result, state hash, collection list (or the state
 # hash again when there is no collection), progress list, queued-images counter.
 # ARGV: chunk, images, tar, offsets, results expire at, now, embeddings, next candidate, has collection
-COMPLETE_UNIQUE_CHUNK = """
+COMPLETE_UNIQUE_CHUNK = _COMMON + """
 if redis.call('EXISTS', KEYS[1]) == 0 then return {-1, 0} end
 local status = redis.call('HGET', KEYS[1], 'status')
 if status == 'cancelled' or status == 'failed' then return {-2, 0} end
 local done = tonumber(redis.call('HGET', KEYS[1], 'done'))
 local finished = 0
 if redis.call('SADD', KEYS[2], ARGV[1]) == 1 then
-  if ARGV[3] ~= '' then
-    redis.call('HSET', KEYS[3], 'tar', ARGV[3], 'offsets', ARGV[4])
-  else
-    redis.call('HSET', KEYS[3], 'offsets', ARGV[4])
-  end
-  redis.call('EXPIREAT', KEYS[3], ARGV[5])
-  redis.call('EXPIREAT', KEYS[2], ARGV[5])
+  store_result(KEYS[3], KEYS[2], ARGV[3], ARGV[4], ARGV[5])
   redis.call('HSET', KEYS[4], 'emb:' .. ARGV[1], ARGV[7], 'next:' .. ARGV[1], ARGV[8])
   redis.call('EXPIREAT', KEYS[4], ARGV[5])
   if ARGV[9] == '1' then redis.call('RPUSH', KEYS[5], ARGV[7]) end
-  redis.call('RPUSH', KEYS[6], ARGV[1])
-  redis.call('LTRIM', KEYS[6], -64, -1)
-  redis.call('EXPIRE', KEYS[6], 60)
-  redis.call('DECRBY', KEYS[7], ARGV[2])
-  done = redis.call('HINCRBY', KEYS[1], 'done', ARGV[2])
-  if done >= tonumber(redis.call('HGET', KEYS[1], 'count')) then
-    redis.call('HSET', KEYS[1], 'status', 'succeeded', 'finished_at', ARGV[6])
-    finished = 1
-  end
+  done, finished = count_done(KEYS[1], KEYS[6], KEYS[7], ARGV[1], ARGV[2], ARGV[6])
 end
 return {done, finished}
 """
