@@ -34,7 +34,9 @@ end
 #       progress list (wakes readers waiting on the job)
 # ARGV: chunk, images, tar ('' when the bytes live in a directory store), offsets, results expire at
 #       (unix s), group, entry id, now, result bytes, bytes bucket expires at (unix s)
-COMPLETE_CHUNK = _COMMON + """
+COMPLETE_CHUNK = (
+    _COMMON
+    + """
 local function ack()
   redis.call('XACK', KEYS[4], ARGV[6], ARGV[7])
   redis.call('XDEL', KEYS[4], ARGV[7])
@@ -60,6 +62,7 @@ end
 ack()
 return {done, finished}
 """
+)
 
 # Mark a queued job running, once.  KEYS: job.  ARGV: now.
 MARK_RUNNING = """
@@ -91,7 +94,9 @@ return status
 # which covers the whole job. KEYS: job, done set, result, state hash, collection list (or the state
 # hash again when there is no collection), progress list, queued-images counter.
 # ARGV: chunk, images, tar, offsets, results expire at, now, embeddings, next candidate, has collection
-COMPLETE_UNIQUE_CHUNK = _COMMON + """
+COMPLETE_UNIQUE_CHUNK = (
+    _COMMON
+    + """
 if redis.call('EXISTS', KEYS[1]) == 0 then return {-1, 0} end
 local status = redis.call('HGET', KEYS[1], 'status')
 if status == 'cancelled' or status == 'failed' then return {-2, 0} end
@@ -106,3 +111,4 @@ if redis.call('SADD', KEYS[2], ARGV[1]) == 1 then
 end
 return {done, finished}
 """
+)
