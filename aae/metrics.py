@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from service.uniqueness import nearest_neighbour_distances, thumbnails
+from service.uniqueness import nearest_neighbour_distances, nearest_rms, thumbnails
 
 _BINOMIAL = np.array([1, 4, 6, 4, 1], dtype=np.float64) / 16.0
 
@@ -140,18 +140,6 @@ def prior_fit(codes: np.ndarray, std: float = 1.0, permutations: int = 200, seed
     return PriorFit(observed, (exceed + 1) / (permutations + 1), float(np.max(ks)), float(np.mean(ks)), bandwidth)
 
 
-def _nn_to(queries: np.ndarray, reference: np.ndarray) -> np.ndarray:
-    """RMS distance from each query embedding to its nearest reference embedding."""
-    q, r = queries.astype(np.float64), reference.astype(np.float64)
-    best = np.full(len(q), np.inf)
-    for start in range(0, len(r), 4096):
-        block = r[start : start + 4096]
-        d2 = (q * q).sum(1)[:, None] + (block * block).sum(1)[None, :] - 2 * q @ block.T
-        best = np.minimum(best, np.maximum(d2, 0).min(axis=1))
-    out: np.ndarray = np.sqrt(best / q.shape[1])
-    return out
-
-
 @dataclass
 class DataCopying:
     z: float  # Mann-Whitney z of generated-vs-held-out distances to train; < -3 suggests copying
@@ -166,8 +154,9 @@ def data_copying(generated: np.ndarray, train: np.ndarray, held_out: np.ndarray)
     """Meehan et al. (2020): are generated images closer to the training set than new real ones are?"""
     from scipy import stats
 
-    gen = _nn_to(thumbnails(generated), thumbnails(train))
-    test = _nn_to(thumbnails(held_out), thumbnails(train))
+    train_thumbs = thumbnails(train)
+    gen = nearest_rms(thumbnails(generated), train_thumbs)
+    test = nearest_rms(thumbnails(held_out), train_thumbs)
     u = stats.mannwhitneyu(gen, test, alternative="two-sided").statistic
     n, m = len(gen), len(test)
     z = (u - n * m / 2) / np.sqrt(n * m * (n + m + 1) / 12)

@@ -9,10 +9,11 @@ the distances from training images to their nearest other training image. A job 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from service.uniqueness import nearest_rms
 
 METRIC = "rms-thumbnail-8x8-rgb"
 SIDE = 8
@@ -29,18 +30,7 @@ def thumbnails8(images: np.ndarray) -> np.ndarray:
 
 def min_distances(queries: np.ndarray, index: np.ndarray, exclude_self: bool = False) -> np.ndarray:
     """RMS distance (0..1 units) from each uint8 thumbnail in ``queries`` to its nearest one in ``index``."""
-    q = queries.astype(np.float64) / 255.0
-    best = np.full(len(q), np.inf)
-    for start in range(0, len(index), 8192):
-        block = index[start : start + 8192].astype(np.float64) / 255.0
-        d2 = np.maximum((q * q).sum(1)[:, None] + (block * block).sum(1)[None, :] - 2 * q @ block.T, 0.0)
-        if exclude_self:  # queries are index[0:len(q)]: skip each one's own row
-            rows = np.arange(len(q))
-            inside = (rows >= start) & (rows < start + len(block))
-            d2[rows[inside], rows[inside] - start] = np.inf
-        best = np.minimum(best, d2.min(axis=1))
-    out: np.ndarray = np.sqrt(best / q.shape[1])
-    return out
+    return nearest_rms(queries / 255.0, index / 255.0, exclude_self)
 
 
 def calibrate(index: np.ndarray, samples: int = 2000, quantile: float = 0.01, seed: int = 0) -> float:
@@ -51,10 +41,14 @@ def calibrate(index: np.ndarray, samples: int = 2000, quantile: float = 0.01, se
     return float(np.quantile(min_distances(reordered[:n], reordered, exclude_self=True), quantile))
 
 
-@dataclass(frozen=True)
 class TrainingIndex:
-    thumbs: np.ndarray  # uint8 [M, 192]
-    threshold: float
+    """The training thumbnails, scaled and with their norms computed once, for per-batch checks."""
+
+    def __init__(self, thumbs: np.ndarray, threshold: float) -> None:
+        self.thumbs = thumbs  # uint8 [M, 192]
+        self.threshold = threshold
+        self._reference = thumbs / 255.0
+        self._norms = (self._reference * self._reference).sum(1)
 
     @classmethod
     def load(cls, path: Path, threshold: float) -> TrainingIndex:
@@ -63,8 +57,9 @@ class TrainingIndex:
 
     def novel(self, images: np.ndarray) -> np.ndarray:
         """Boolean mask: which images are at least the threshold away from every training image."""
-        distances: np.ndarray = min_distances(thumbnails8(images), self.thumbs) >= self.threshold
-        return distances
+        distances = nearest_rms(thumbnails8(images) / 255.0, self._reference, reference_norms=self._norms)
+        mask: np.ndarray = distances >= self.threshold
+        return mask
 
 
 def write_index(path: Path, thumbs: np.ndarray) -> None:

@@ -23,14 +23,36 @@ def thumbnails(images: np.ndarray) -> np.ndarray:
     return out
 
 
+def nearest_rms(
+    queries: np.ndarray,
+    reference: np.ndarray,
+    exclude_self: bool = False,
+    reference_norms: np.ndarray | None = None,
+    block: int = 8192,
+) -> np.ndarray:
+    """For each query row, the RMS distance to its nearest reference row (float64, blocked over the reference).
+
+    With ``exclude_self`` the queries are ``reference[:len(queries)]`` and each one skips its own row.
+    ``reference_norms`` (the rows' squared norms) may be passed in when the reference is reused.
+    """
+    q, r = queries.astype(np.float64), reference.astype(np.float64)
+    norms = (r * r).sum(1) if reference_norms is None else reference_norms
+    q_norms = (q * q).sum(1)[:, None]
+    best = np.full(len(q), np.inf)
+    rows = np.arange(len(q))
+    for start in range(0, len(r), block):
+        d2 = np.maximum(q_norms + norms[None, start : start + block] - 2 * q @ r[start : start + block].T, 0.0)
+        if exclude_self:
+            inside = (rows >= start) & (rows < start + d2.shape[1])
+            d2[rows[inside], rows[inside] - start] = np.inf
+        best = np.minimum(best, d2.min(axis=1))
+    out: np.ndarray = np.sqrt(best / q.shape[1])
+    return out
+
+
 def nearest_neighbour_distances(embeddings: np.ndarray) -> np.ndarray:
     """For each embedding, the RMS distance to its nearest other embedding."""
-    x = embeddings.astype(np.float64)
-    sq = (x * x).sum(axis=1)
-    d2 = np.maximum(sq[:, None] + sq[None, :] - 2 * x @ x.T, 0.0)
-    np.fill_diagonal(d2, np.inf)
-    rms: np.ndarray = np.sqrt(d2.min(axis=1) / x.shape[1])
-    return rms
+    return nearest_rms(embeddings, embeddings, exclude_self=True)
 
 
 def calibrate_threshold(images: np.ndarray, quantile: float = 0.01) -> float:
