@@ -51,27 +51,17 @@ class Runtime:
     # single-image requests are batched too: concurrent clients share decoder runs
     _image_batchers: dict[str, DynamicBatcher] = field(default_factory=dict)
     _image_pool: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="api-infer"))
-    _images_preparing: int = 0
 
     async def decode_images(self, model: LoadedModel, seed: int, indices: np.ndarray, truncation: float | None) -> np.ndarray:
         """Decode a few images in the API process, batched with other concurrent requests."""
-        self._images_preparing += 1
-        try:
-            z = model.latents(seed, indices, truncation)
-        finally:
-            self._images_preparing -= 1
-        return await self.decode_latents(model, z)
+        return await self.decode_latents(model, model.latents(seed, indices, truncation))
 
     async def decode_latents(self, model: LoadedModel, z: np.ndarray) -> np.ndarray:
         ref = model.package.ref
         if ref not in self._image_batchers:
-            batcher = DynamicBatcher(
-                model.decode,
-                self.settings.batch_size,
-                self.settings.batch_wait_ms / 1000,
-                self._image_pool,
-                more_coming=lambda: self._images_preparing > 0,
-            )
+            # No wait: a request never waits for others that may not come; it joins whatever
+            # queued while the decoder was busy with the previous batch.
+            batcher = DynamicBatcher(model.decode, self.settings.batch_size, 0.0, self._image_pool)
             batcher.start()
             self._image_batchers[ref] = batcher
         return await self._image_batchers[ref].submit(z, "interactive")

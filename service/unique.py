@@ -27,8 +27,7 @@ import numpy as np
 import redis.asyncio as aioredis
 
 from service import constants as K
-from service.encoders import EXTENSIONS, tar_sample
-from service.generation import RenderSpec, encode_samples
+from service.generation import RenderSpec, encode_samples, samples_to_tar
 from service.privacy import TrainingIndex
 from service.queue import JobQueue, WorkItem
 from service.registry import LoadedModel
@@ -40,31 +39,40 @@ Decode = Callable[[np.ndarray, str], Awaitable[np.ndarray]]
 
 
 class AcceptedSet:
-    """The embeddings accepted so far, and the test a new candidate must pass."""
+    """The embeddings accepted so far, and the test a new candidate must pass.
+
+    Rows live in one growing float64 buffer with their squared norms, so each batch of candidates
+    costs one matrix product against the accepted rows and no copy of them.
+    """
 
     def __init__(self, threshold2: float, dim: int) -> None:
         self.threshold2 = threshold2  # squared sums are compared: RMS < t  <=>  sum of squares < t^2 * dim
         self.dim = dim
-        self.blocks: list[np.ndarray] = []
-        self._matrix: np.ndarray | None = None
+        self.size = 0
+        self._rows = np.zeros((0, dim))
+        self._norms = np.zeros(0)
 
     def add_block(self, embeddings: np.ndarray) -> None:
-        if len(embeddings):
-            self.blocks.append(embeddings.astype(np.float64))
-            self._matrix = None
-
-    def matrix(self) -> np.ndarray:
-        if self._matrix is None:
-            self._matrix = np.concatenate(self.blocks) if self.blocks else np.zeros((0, self.dim))
-        return self._matrix
+        k = len(embeddings)
+        if not k:
+            return
+        if self.size + k > len(self._rows):  # grow by doubling: amortized O(k) per block
+            capacity = max(2 * len(self._rows), self.size + k, 256)
+            rows, norms = np.empty((capacity, self.dim)), np.empty(capacity)
+            rows[: self.size], norms[: self.size] = self._rows[: self.size], self._norms[: self.size]
+            self._rows, self._norms = rows, norms
+        block = embeddings.astype(np.float64)
+        self._rows[self.size : self.size + k] = block
+        self._norms[self.size : self.size + k] = (block * block).sum(1)
+        self.size += k
 
     def select(self, candidates: np.ndarray, need: int) -> list[int]:
         """Positions of the candidates accepted, in order, at most ``need`` of them."""
         # float64: the expanded |a|^2 + |b|^2 - 2ab cancels badly in float32 near small thresholds
-        existing, candidates = self.matrix(), candidates.astype(np.float64)
+        existing, candidates = self._rows[: self.size], candidates.astype(np.float64)
         far = np.ones(len(candidates), dtype=bool)
-        if len(existing):
-            d2 = (candidates**2).sum(1)[:, None] + (existing**2).sum(1)[None, :] - 2 * candidates @ existing.T
+        if self.size:
+            d2 = (candidates**2).sum(1)[:, None] + self._norms[None, : self.size] - 2 * candidates @ existing.T
             far = d2.min(axis=1) >= self.threshold2
         chosen: list[int] = []
         for i in np.flatnonzero(far):
@@ -137,10 +145,9 @@ async def run_unique_job(queue: JobQueue, work: UniqueJob, decode: Decode, encod
             tar, offsets = await asyncio.get_running_loop().run_in_executor(
                 encode_pool, _encode_with_sources, work, indices, sources, z, images
             )
-            stored = embeddings.astype(np.float32)
-            accepted.add_block(stored)
+            stored = embeddings.astype(np.float32).tobytes()  # already in ``accepted``: _fill_chunk added them
             done, _ = await queue.complete_unique_chunk(
-                job_id, chunk, need, tar, offsets, expires_at, stored.tobytes(), next_candidate, collection_key
+                job_id, chunk, need, tar, offsets, expires_at, stored, next_candidate, collection_key
             )
             if done < 0:
                 log.info("unique job %s stopped (cancelled, failed or gone) at chunk %d", job_id, chunk)
@@ -154,9 +161,11 @@ async def run_unique_job(queue: JobQueue, work: UniqueJob, decode: Decode, encod
 async def _fill_chunk(
     work: UniqueJob, accepted: AcceptedSet, decode: Decode, next_candidate: int, need: int, batch: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
-    """Decode candidates in batches until ``need`` pass; returns their sources, latents, images, embeddings."""
+    """Decode candidates in batches until ``need`` pass; returns their sources, latents, images, embeddings.
+
+    Accepted candidates join ``accepted`` as they are chosen, so later batches are checked against them.
+    """
     picked: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]] = []
-    local = AcceptedSet(accepted.threshold2, accepted.dim)
     started = time.monotonic()
     while len(picked) < need:
         candidates = np.arange(next_candidate, next_candidate + batch, dtype=np.int64)
@@ -165,14 +174,12 @@ async def _fill_chunk(
         emb = thumbnails(images)  # float32, exactly as stored: decisions replay identically after a resume
         allowed = np.flatnonzero(work.novel.novel(images)) if work.novel is not None else np.arange(len(images))
         if work.unique:
-            merged = AcceptedSet(accepted.threshold2, accepted.dim)
-            merged.blocks = accepted.blocks + local.blocks
-            chosen = [int(allowed[i]) for i in merged.select(emb[allowed], need - len(picked))]
+            chosen = [int(allowed[i]) for i in accepted.select(emb[allowed], need - len(picked))]
+            accepted.add_block(emb[chosen])
         else:
             chosen = [int(i) for i in allowed[: need - len(picked)]]
         for i in chosen:
             picked.append((int(candidates[i]), z[i], images[i], emb[i]))
-        local.add_block(emb[chosen])
         next_candidate = int(candidates[chosen[-1]]) + 1 if len(picked) == need else int(candidates[-1]) + 1
         if time.monotonic() - started > 600 and len(picked) < need:
             raise RuntimeError(
@@ -192,14 +199,6 @@ def _encode_with_sources(
     work: UniqueJob, indices: np.ndarray, sources: np.ndarray, z: np.ndarray, images: np.ndarray
 ) -> tuple[bytes, list[int]]:
     samples = encode_samples(work.model, work.spec, indices, z, images)
-    parts, offsets, pos = [], [], 0
     for sample, source in zip(samples, sources, strict=True):
-        sample.meta["source_index"] = int(source)
-        sample.meta["unique"] = work.unique
-        sample.meta["novel"] = work.novel is not None
-        blob = tar_sample(sample.index, EXTENSIONS[work.spec.fmt], sample.data, sample.meta)
-        offsets.append(pos)
-        parts.append(blob)
-        pos += len(blob)
-    offsets.append(pos)
-    return b"".join(parts), offsets
+        sample.meta.update(source_index=int(source), unique=work.unique, novel=work.novel is not None)
+    return samples_to_tar(samples, work.spec.fmt)
