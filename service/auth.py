@@ -127,15 +127,19 @@ async def check_concurrency(client: aioredis.Redis, tenant: str, quotas: Quotas)
         return
     key = K.tenant_jobs_key(tenant)
     members: Any = await client.smembers(key)
-    active = 0
-    for job_id in (m.decode() for m in members):
-        values: Any = await client.hmget(K.job_key(job_id), ["status", "expires_at"])
-        status, expires_at = values
-        finished = status is None or status.decode() not in ("queued", "running") or time.time() >= float(expires_at)
-        if finished:
-            await client.srem(key, job_id)
+    job_ids = [m.decode() for m in members]
+    async with client.pipeline(transaction=False) as pipe:  # one round trip for all of them
+        for job_id in job_ids:
+            pipe.hmget(K.job_key(job_id), ["status", "expires_at"])
+        states: list[Any] = await pipe.execute()
+    active, finished_ids = 0, []
+    for job_id, (status, expires_at) in zip(job_ids, states, strict=True):
+        if status is None or status.decode() not in ("queued", "running") or time.time() >= float(expires_at):
+            finished_ids.append(job_id)
         else:
             active += 1
+    if finished_ids:
+        await client.srem(key, *finished_ids)
     if active >= quotas.concurrent_jobs:
         raise QuotaExceeded(
             f"this key may run {quotas.concurrent_jobs} jobs at once and has {active} unfinished; "

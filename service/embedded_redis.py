@@ -78,15 +78,8 @@ class EmbeddedRedis:
         self.stop()
         raise RuntimeError(f"redis-server did not answer on {self.socket} within {timeout_s} s")
 
-    def stop_keep_data(self) -> None:
-        """Stop the server but keep its folder (and append-only file), so ``start()`` brings it back."""
-        owns, self._owns_dir = self._owns_dir, False
-        try:
-            self.stop()
-        finally:
-            self._owns_dir = owns
-
-    def stop(self) -> None:
+    def stop(self, keep_data: bool = False) -> None:
+        """Stop the server; with ``keep_data`` its folder (and append-only file) stays, so ``start()`` brings it back."""
         if self._process is not None and self._process.poll() is None:
             self._process.terminate()
             try:
@@ -97,7 +90,7 @@ class EmbeddedRedis:
         if self._process is not None and self._process.stderr:
             self._process.stderr.close()
         self._process = None
-        if self._owns_dir:
+        if self._owns_dir and not keep_data:
             shutil.rmtree(self.directory, ignore_errors=True)
 
     def __enter__(self) -> EmbeddedRedis:

@@ -196,7 +196,7 @@ def test_redis_restart_mid_job(
     worker = worker_processes(REDIS_URL=server.url, SYNTHGEN_BATCH_SIZE="16")
     job = api.post("/v1/jobs", json={"count": 1500, "seed": 6}).json()
     _wait(api, job["id"], lambda j: j["done"] >= 200)
-    server.stop_keep_data()
+    server.stop(keep_data=True)
     down = api.get(f"/v1/jobs/{job['id']}")
     assert down.status_code == 503 and down.json()["error"]["code"] == "unavailable"
     assert api.get("/readyz").status_code == 503
