@@ -1,6 +1,8 @@
 """The adversarial autoencoder (Makhzani et al., 2015): encoder, decoder and a discriminator on z.
 
-The whole model is in this file. ``AAEConfig`` holds every constructor argument and is saved in
+The whole model is in this file, with its two baselines built from the same encoder and decoder:
+``kind="ae"``, a plain autoencoder (no regularization of z), and ``kind="vae"``, a variational
+autoencoder (the encoder also predicts a log-variance, and a KL term replaces the discriminator). ``AAEConfig`` holds every constructor argument and is saved in
 each checkpoint, so any tool (the exporter in particular) can rebuild the model from the file alone.
 """
 
@@ -13,6 +15,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from aae.priors import complete_spec
+
+MODEL_KINDS = ("aae", "ae", "vae")
+
 
 @dataclass
 class AAEConfig:
@@ -22,12 +28,18 @@ class AAEConfig:
     base_width: int = 32  # channels of the first encoder conv; doubled at each down-sampling
     disc_hidden: int = 512
     prior: dict[str, Any] = field(default_factory=lambda: {"kind": "gaussian", "std": 1.0})
+    kind: str = "aae"  # "aae", or a baseline: "ae" (no regularization) or "vae"
 
     def __post_init__(self) -> None:
         if self.image_size not in (32, 64, 128):
             raise ValueError(f"image_size must be 32, 64 or 128, got {self.image_size}")
         if self.latent_dim < 1:
             raise ValueError(f"latent_dim must be positive, got {self.latent_dim}")
+        if self.kind not in MODEL_KINDS:
+            raise ValueError(f"kind must be one of {', '.join(MODEL_KINDS)}, got {self.kind!r}")
+        self.prior = complete_spec(self.prior, self.latent_dim)
+        if self.kind == "vae" and self.prior["kind"] != "gaussian":
+            raise ValueError("the VAE baseline needs the gaussian prior (its KL term is the closed form for it)")
 
     @property
     def levels(self) -> int:
@@ -61,11 +73,21 @@ class Encoder(nn.Module):
             layers.append(nn.LeakyReLU(0.2, inplace=True))
             in_ch = width
         self.features = nn.Sequential(*layers)
-        self.to_latent = nn.Linear(in_ch * 4 * 4, config.latent_dim)
+        self.latent_dim = config.latent_dim
+        self.variational = config.kind == "vae"
+        # the VAE's encoder also predicts log sigma^2 of q(z|x): twice the outputs
+        self.to_latent = nn.Linear(in_ch * 4 * 4, config.latent_dim * (2 if config.kind == "vae" else 1))
+
+    def distribution(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(code, log-variance): the log-variance is None except for the VAE."""
+        h = self.to_latent(self.features(x * 2 - 1).flatten(1))  # the input is centred on 0
+        if not self.variational:
+            return h, None
+        return h[:, : self.latent_dim], h[:, self.latent_dim :]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.features(x * 2 - 1)  # centre the input on 0
-        return self.to_latent(h.flatten(1))
+        """The deterministic code: z for the AAE and the AE, the posterior mean for the VAE."""
+        return self.distribution(x)[0]
 
 
 class Decoder(nn.Module):
@@ -114,14 +136,17 @@ class LatentDiscriminator(nn.Module):
 
 
 class AAE(nn.Module):
-    """The three networks together, built from one config."""
+    """The networks of one config: encoder and decoder, and the discriminator when kind is "aae"."""
+
+    discriminator: LatentDiscriminator
 
     def __init__(self, config: AAEConfig) -> None:
         super().__init__()
         self.config = config
         self.encoder = Encoder(config)
         self.decoder = Decoder(config)
-        self.discriminator = LatentDiscriminator(config)
+        if config.kind == "aae":
+            self.discriminator = LatentDiscriminator(config)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decoder(self.encoder(x))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,6 +25,9 @@ from aae.model import AAE, AAEConfig
 from aae.priors import build_prior
 
 log = logging.getLogger(__name__)
+
+BETAS = (0.5, 0.999)  # Adam, for the reconstruction phase
+REGULARIZATION_BETAS = (0.5, 0.999)  # Adam, for the discriminator and the encoder as generator
 
 
 @dataclass
@@ -43,6 +47,8 @@ class TrainOptions:
     max_steps: int | None = None  # stop early, for smoke tests
     log_every: int = 25
     threads: int | None = None
+    amp: bool = True  # bfloat16 autocast when training on CUDA; ignored on CPU
+    vae_sigma: float = 0.1  # the VAE baseline's decoder standard deviation (pixel values in [0, 1])
     config: AAEConfig = field(default_factory=AAEConfig)
 
 
@@ -54,58 +60,115 @@ def pick_device(name: str) -> torch.device:
 
 @dataclass
 class StepLosses:
-    reconstruction: float
-    discriminator: float
-    generator: float
-    disc_accuracy: float  # fraction of prior and encoder codes the discriminator classifies right
+    reconstruction: float  # mean squared error per pixel, comparable across model kinds
+    discriminator: float | None = None  # AAE only
+    generator: float | None = None  # AAE only
+    disc_accuracy: float | None = None  # AAE: fraction of prior and encoder codes classified right
+    kl: float | None = None  # VAE only: KL(q(z|x) || p(z)) per image, in nats
 
 
-class AAETrainer:
-    """Owns the model, its three optimizers and the two-phase update."""
+class Trainer:
+    """Owns the model and its optimizers; ``step`` is one mini-batch update. Subclasses per kind."""
 
     def __init__(self, config: AAEConfig, options: TrainOptions, device: torch.device) -> None:
         self.device = device
+        self.options = options
         self.model = AAE(config).to(device)
         self.prior = build_prior(config.prior, config.latent_dim)
+        # bfloat16 autocast on CUDA: no loss scaling needed, and the losses are computed in float32
+        self.amp = options.amp and device.type == "cuda"
         m = self.model
-        betas = (0.5, 0.999)
         self.opt_autoencoder = torch.optim.Adam(
-            list(m.encoder.parameters()) + list(m.decoder.parameters()), lr=options.lr_reconstruction, betas=betas
+            list(m.encoder.parameters()) + list(m.decoder.parameters()), lr=options.lr_reconstruction, betas=BETAS
         )
-        self.opt_discriminator = torch.optim.Adam(m.discriminator.parameters(), lr=options.lr_discriminator, betas=betas)
-        self.opt_generator = torch.optim.Adam(m.encoder.parameters(), lr=options.lr_generator, betas=betas)
+
+    def autocast(self) -> torch.autocast:
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp)
+
+    def _update(self, optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    def step(self, x: torch.Tensor) -> StepLosses:
+        raise NotImplementedError
+
+
+class AETrainer(Trainer):
+    """The plain autoencoder baseline: the reconstruction phase alone; nothing shapes q(z)."""
+
+    def step(self, x: torch.Tensor) -> StepLosses:
+        m = self.model
+        with self.autocast():
+            reconstruction = F.mse_loss(m.decoder(m.encoder(x)), x)
+        self._update(self.opt_autoencoder, reconstruction)
+        return StepLosses(reconstruction.item())
+
+
+class VAETrainer(Trainer):
+    """The VAE baseline: a Gaussian decoder of fixed sigma (``vae_sigma``) and the closed-form KL to N(0, s^2 I)."""
+
+    def step(self, x: torch.Tensor) -> StepLosses:
+        m = self.model
+        s2 = self.prior.std**2
+        with self.autocast():
+            mu, logvar = m.encoder.distribution(x)
+            assert logvar is not None
+            mu, logvar = mu.float(), logvar.float()
+            z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+            mse = F.mse_loss(m.decoder(z).float(), x, reduction="none").flatten(1).sum(1)
+            kl = 0.5 * (math.log(s2) - logvar + (logvar.exp() + mu.pow(2)) / s2 - 1).sum(1)
+            loss = (mse / (2 * self.options.vae_sigma**2) + kl).mean()
+        self._update(self.opt_autoencoder, loss)
+        return StepLosses(mse.mean().item() / x[0].numel(), kl=kl.mean().item())
+
+
+class AAETrainer(Trainer):
+    """The AAE: a reconstruction phase, then a regularization phase, on every mini-batch."""
+
+    def __init__(self, config: AAEConfig, options: TrainOptions, device: torch.device) -> None:
+        super().__init__(config, options, device)
+        m = self.model
+        self.opt_discriminator = torch.optim.Adam(
+            m.discriminator.parameters(), lr=options.lr_discriminator, betas=REGULARIZATION_BETAS
+        )
+        self.opt_generator = torch.optim.Adam(m.encoder.parameters(), lr=options.lr_generator, betas=REGULARIZATION_BETAS)
 
     def step(self, x: torch.Tensor) -> StepLosses:
         """One mini-batch: reconstruction phase, then regularization phase."""
         m = self.model
         B = x.shape[0]  # batch
         # Phase 1: reconstruction, encoder and decoder.
-        reconstruction = F.mse_loss(m.decoder(m.encoder(x)), x)
-        self.opt_autoencoder.zero_grad(set_to_none=True)
-        reconstruction.backward()
-        self.opt_autoencoder.step()
+        with self.autocast():
+            reconstruction = F.mse_loss(m.decoder(m.encoder(x)), x)
+        self._update(self.opt_autoencoder, reconstruction)
 
         # Phase 2a: the discriminator tells prior samples (label 1) from codes (label 0).
-        with torch.no_grad():
-            z_fake = m.encoder(x)
-        z_real = self.prior.sample(B, device=self.device)
-        logits_real, logits_fake = m.discriminator(z_real), m.discriminator(z_fake)
-        disc_loss = F.binary_cross_entropy_with_logits(
-            logits_real, torch.ones_like(logits_real)
-        ) + F.binary_cross_entropy_with_logits(logits_fake, torch.zeros_like(logits_fake))
-        self.opt_discriminator.zero_grad(set_to_none=True)
-        disc_loss.backward()
-        self.opt_discriminator.step()
+        with self.autocast():
+            with torch.no_grad():
+                z_fake = m.encoder(x).float()
+            z_real = self.prior.sample(B, device=self.device)
+            logits_real, logits_fake = m.discriminator(z_real).float(), m.discriminator(z_fake).float()
+            disc_loss = F.binary_cross_entropy_with_logits(
+                logits_real, torch.ones_like(logits_real)
+            ) + F.binary_cross_entropy_with_logits(logits_fake, torch.zeros_like(logits_fake))
+        self._update(self.opt_discriminator, disc_loss)
 
         # Phase 2b: the encoder, as generator, learns to make its codes pass for prior samples.
-        logits_gen = m.discriminator(m.encoder(x))
-        gen_loss = F.binary_cross_entropy_with_logits(logits_gen, torch.ones_like(logits_gen))
-        self.opt_generator.zero_grad(set_to_none=True)
-        gen_loss.backward()
-        self.opt_generator.step()
+        with self.autocast():
+            logits_gen = m.discriminator(m.encoder(x)).float()
+            gen_loss = F.binary_cross_entropy_with_logits(logits_gen, torch.ones_like(logits_gen))
+        self._update(self.opt_generator, gen_loss)
 
         accuracy = ((logits_real > 0).float().mean() + (logits_fake <= 0).float().mean()) / 2
         return StepLosses(reconstruction.item(), disc_loss.item(), gen_loss.item(), accuracy.item())
+
+
+TRAINERS: dict[str, type[Trainer]] = {"aae": AAETrainer, "ae": AETrainer, "vae": VAETrainer}
+
+
+def build_trainer(config: AAEConfig, options: TrainOptions, device: torch.device) -> Trainer:
+    return TRAINERS[config.kind](config, options, device)
 
 
 def save_checkpoint(path: Path, model: AAE, summary: dict[str, Any], options: TrainOptions) -> None:
@@ -128,24 +191,48 @@ def save_sample_grid(model: AAE, z: torch.Tensor, path: Path) -> None:
     image_grid(images, columns=8).save(path)
 
 
+class LossWindow:
+    """Means of the step losses since the last log line (one batch's accuracy alone is too noisy)."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.steps = 0
+
+    def add(self, losses: StepLosses) -> None:
+        self.steps += 1
+        for key, value in asdict(losses).items():
+            if value is not None:
+                self.sums[key] = self.sums.get(key, 0.0) + value
+
+    def flush(self) -> dict[str, float]:
+        means = {key: total / max(self.steps, 1) for key, total in self.sums.items()}
+        self.sums, self.steps = {}, 0
+        return means
+
+
+def _load_tensors(options: TrainOptions, device: torch.device) -> torch.Tensor:
+    config = options.config
+    images = load_dataset(options.data, options.count, config.image_size, options.data_seed, options.cache_dir)
+    data = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()  # uint8 [N, C, H, W]
+    if options.batch_size > data.shape[0]:
+        raise ValueError(f"dataset has {data.shape[0]} images, fewer than batch_size={options.batch_size}")
+    if device.type == "cuda" and data.numel() < 4 * 2**30:
+        data = data.to(device)  # uint8 on the device: no host-to-device copy per step
+    log.info("training a %s on %d images of %s on %s", config.kind, data.shape[0], options.data, device)
+    return data
+
+
 def train(options: TrainOptions) -> Path:
-    """Train an AAE and return the path of its final checkpoint."""
+    """Train a model (an AAE, or a baseline, per ``options.config.kind``); return its final checkpoint."""
     if options.threads:
         torch.set_num_threads(options.threads)
     torch.manual_seed(options.seed)
     device = pick_device(options.device)
-    config = options.config
     out = Path(options.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-
-    images = load_dataset(options.data, options.count, config.image_size, options.data_seed, options.cache_dir)
-    data = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()  # uint8 [N, C, H, W]
+    data = _load_tensors(options, device)
     N = data.shape[0]
-    if options.batch_size > N:
-        raise ValueError(f"dataset has {N} images, fewer than batch_size={options.batch_size}")
-    log.info("training on %d images of %s on %s", N, options.data, device)
-
-    trainer = AAETrainer(config, options, device)
+    trainer = build_trainer(options.config, options, device)
     fixed_z = trainer.prior.sample(64, generator=torch.Generator().manual_seed(1234)).to(device)
     generator = torch.Generator().manual_seed(options.seed)
     steps_per_epoch = N // options.batch_size
@@ -155,23 +242,24 @@ def train(options: TrainOptions) -> Path:
 
     started = time.monotonic()
     step = 0
-    last: StepLosses | None = None
+    window = LossWindow()
+    last: dict[str, float] = {}
     with open(out / "losses.jsonl", "a", encoding="utf-8") as log_file, tqdm(total=total_steps, unit="step") as bar:
         for epoch in range(options.epochs):
-            order = torch.randperm(N, generator=generator)
-            for b in range(steps_per_epoch):
-                if step >= total_steps:
-                    break
+            order = torch.randperm(N, generator=generator).to(data.device)
+            for b in range(min(steps_per_epoch, total_steps - step)):
                 idx = order[b * options.batch_size : (b + 1) * options.batch_size]
-                x = data[idx].to(device, non_blocking=True).float().div_(255)
-                last = trainer.step(x)
+                window.add(trainer.step(data[idx].to(device, non_blocking=True).float().div_(255)))
                 step += 1
                 bar.update(1)
                 if step % options.log_every == 0 or step == total_steps:
-                    record = {"step": step, "epoch": epoch, **asdict(last), "seconds": time.monotonic() - started}
+                    seconds = time.monotonic() - started
+                    last = window.flush()
+                    record = {"step": step, "epoch": epoch, **last, "seconds": seconds}
+                    record["images_per_s"] = step * options.batch_size / max(seconds, 1e-9)
                     log_file.write(json.dumps(record) + "\n")
                     log_file.flush()
-                    bar.set_postfix(rec=f"{last.reconstruction:.4f}", d_acc=f"{last.disc_accuracy:.2f}")
+                    bar.set_postfix({k: f"{v:.4f}" for k, v in last.items() if k in ("reconstruction", "disc_accuracy", "kl")})
             save_sample_grid(trainer.model, fixed_z, out / f"samples_epoch{epoch:03d}.png")
             summary = _summary(options, N, step, epoch + 1, time.monotonic() - started, last)
             save_checkpoint(out / f"checkpoint_epoch{epoch:03d}.pt", trainer.model, summary, options)
@@ -182,7 +270,7 @@ def train(options: TrainOptions) -> Path:
 
 
 def _summary(
-    options: TrainOptions, n_images: int, steps: int, epochs: int, seconds: float, last: StepLosses | None
+    options: TrainOptions, n_images: int, steps: int, epochs: int, seconds: float, last: dict[str, float]
 ) -> dict[str, Any]:
     return {
         "data": options.data,
@@ -192,7 +280,9 @@ def _summary(
         "steps": steps,
         "batch_size": options.batch_size,
         "seconds": round(seconds, 1),
-        "final_losses": asdict(last) if last else None,
+        "kind": options.config.kind,
+        "device": str(pick_device(options.device)),
+        "final_losses": last or None,
         "torch": str(torch.__version__),
         "numpy": np.__version__,
     }

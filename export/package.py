@@ -42,6 +42,7 @@ from export.parity import (
     compare_onnx,
     parity_latents,
 )
+from service.latents import prior_latents
 from service.model_package import ModelPackage, load_package
 from service.privacy import METRIC as PRIVACY_METRIC
 from service.privacy import calibrate, thumbnails8, write_index
@@ -92,8 +93,7 @@ def _export_graphs(model: AAE, staging: Path, with_encoder: bool) -> tuple[dict[
 
 def _samples(model: AAE, staging: Path) -> np.ndarray:
     """Decode prior samples: a grid for people, and the calibration set of the uniqueness threshold."""
-    std = float(model.config.prior.get("std", 1.0))
-    z = torch.from_numpy(np.random.default_rng(1).standard_normal((CALIBRATION_SAMPLES, model.config.latent_dim)) * std).float()
+    z = torch.from_numpy(prior_latents(model.config.prior, 1, np.arange(CALIBRATION_SAMPLES), model.config.latent_dim))
     with torch.no_grad():
         images: np.ndarray = DecoderImageHead(model).eval()(z).numpy()
     image_grid(images[:64], columns=8).save(staging / "samples.png")

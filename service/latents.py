@@ -11,6 +11,7 @@ coordinate lies within +-t sigma gives), without a loop.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
@@ -105,6 +106,26 @@ def latents(seed: int, indices: np.ndarray, dim: int, truncation: float | None =
     if truncation is not None:
         np.clip(z, -truncation, truncation, out=z)  # guards the last ulp of the approximation
     return (z * std).astype(np.float32)
+
+
+def mixture_latents(seed: int, indices: np.ndarray, means: np.ndarray, std: float, truncation: float | None = None) -> np.ndarray:
+    """float32 latents of an equal-weight mixture of N(means[k], std^2 I); truncation applies within a component.
+
+    Coordinates 1..dim come from the same counter hash as the Gaussian; coordinate dim+1 picks the component.
+    """
+    k, dim = means.shape
+    component = np.minimum((uniforms(seed, indices, dim + 1)[:, dim] * k).astype(np.int64), k - 1)
+    noise = latents(seed, indices, dim, truncation, std=std).astype(np.float64)
+    out: np.ndarray = (means[component] + noise).astype(np.float32)
+    return out
+
+
+def prior_latents(prior: dict[str, Any], seed: int, indices: np.ndarray, dim: int, truncation: float | None = None) -> np.ndarray:
+    """Latents of a model's prior as its manifest describes it (``kind`` gaussian or mixture)."""
+    std = float(prior.get("std", 1.0))
+    if prior.get("kind") == "mixture":
+        return mixture_latents(seed, indices, np.asarray(prior["means"], dtype=np.float64), std, truncation)
+    return latents(seed, indices, dim, truncation, std=std)
 
 
 def slerp(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:

@@ -10,7 +10,7 @@ import numpy as np
 import onnxruntime as ort
 
 from service.errors import ModelPackageError, NotFound
-from service.latents import latents
+from service.latents import prior_latents
 from service.model_package import ModelPackage, discover_packages
 from service.privacy import TrainingIndex
 
@@ -53,7 +53,7 @@ class LoadedModel:
         return np.asarray(out, dtype=np.uint8)
 
     def latents(self, seed: int, indices: np.ndarray, truncation: float | None = None) -> np.ndarray:
-        return latents(seed, indices, self.package.latent_dim, truncation, std=self.package.prior_std)
+        return prior_latents(self.package.manifest["prior"], seed, indices, self.package.latent_dim, truncation)
 
     def generate(self, seed: int, indices: np.ndarray, truncation: float | None = None) -> np.ndarray:
         """Images for (seed, indices): the determinism contract in one call."""

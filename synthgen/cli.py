@@ -36,9 +36,23 @@ def cmd_train(args: argparse.Namespace) -> int:
     from aae.model import AAEConfig
     from aae.train import TrainOptions, train
 
-    config = AAEConfig(
-        image_size=args.image_size, latent_dim=args.latent_dim, base_width=args.base_width, disc_hidden=args.disc_hidden
-    )
+    prior: dict[str, object] = {"kind": args.prior}
+    if args.prior == "mixture":
+        prior.update(components=args.components, radius=args.radius)
+    if args.prior_std is not None:
+        prior["std"] = args.prior_std
+    try:
+        config = AAEConfig(
+            image_size=args.image_size,
+            latent_dim=args.latent_dim,
+            base_width=args.base_width,
+            disc_hidden=args.disc_hidden,
+            prior=prior,
+            kind=args.kind,
+        )
+    except ValueError as e:
+        _say(f"error: {e}")
+        return 2
     options = TrainOptions(
         data=args.data,
         count=args.count,
@@ -50,6 +64,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         cache_dir=args.cache_dir,
         device=args.device,
         max_steps=args.max_steps,
+        threads=args.threads,
+        amp=not args.no_amp,
         config=config,
     )
     checkpoint = train(options)
@@ -154,7 +170,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("train", help="train an AAE (needs the 'train' extra)")
+    p = sub.add_parser("train", help="train an AAE, or an AE or VAE baseline (needs the 'train' extra)")
+    p.add_argument("--kind", default="aae", choices=["aae", "ae", "vae"], help="the AAE, or a baseline of the same networks")
+    p.add_argument("--prior", default="gaussian", choices=["gaussian", "mixture"])
+    p.add_argument("--prior-std", type=_positive_float, default=None, help="default: 1 (gaussian), 0.5 (mixture)")
+    p.add_argument("--components", type=_positive_int, default=10, help="mixture prior: number of Gaussians")
+    p.add_argument("--radius", type=_positive_float, default=2.0, help="mixture prior: distance of the means from 0")
+    p.add_argument("--threads", type=_positive_int, default=None, help="CPU threads for torch")
+    p.add_argument("--no-amp", action="store_true", help="no bfloat16 autocast on CUDA")
     p.add_argument("--data", default="avatars", help="'avatars', 'lfw', or a folder of images")
     p.add_argument("--count", type=_positive_int, default=20000, help="images to use")
     p.add_argument("--epochs", type=_positive_int, default=10)

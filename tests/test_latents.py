@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from service.generation import RenderSpec, render
-from service.latents import MAX_SEED, inverse_normal_cdf, latents, slerp
+from service.latents import MAX_SEED, inverse_normal_cdf, latents, prior_latents, slerp
 from service.registry import ModelRegistry
 
 
@@ -68,3 +68,19 @@ def test_image_bytes_identical_at_batch_sizes_1_7_64(tiny_models_dir: Path) -> N
         parts = [s.data for start in range(0, 64, batch) for s in render(model, spec, np.arange(start, min(64, start + batch)))]
         assert parts == whole
     assert len(set(whole)) == 64
+
+
+def test_mixture_latents_are_deterministic_and_cluster_on_the_means() -> None:
+    means = np.array([[3.0, 0.0, 0.0], [0.0, -3.0, 0.0], [0.0, 0.0, 3.0]])
+    prior = {"kind": "mixture", "std": 0.2, "means": means.tolist()}
+    z = prior_latents(prior, 5, np.arange(3000), 3)
+    again = np.concatenate([prior_latents(prior, 5, np.arange(i, i + 7), 3) for i in range(0, 3000, 7)])[:3000]
+    assert np.array_equal(z, again)  # any batching gives the same latents
+    distance = np.linalg.norm(z[:, None, :] - means[None], axis=2)
+    assert distance.min(axis=1).max() < 0.2 * 6
+    counts = np.bincount(distance.argmin(axis=1), minlength=3)
+    assert counts.min() > 900  # equal weights
+    truncated = prior_latents(prior, 5, np.arange(3000), 3, truncation=1.0)
+    assert np.abs(truncated - means[distance.argmin(axis=1)]).max() <= 0.2 + 1e-6  # within +-1 sigma of its mean
+    gaussian = prior_latents({"kind": "gaussian", "std": 1.0}, 5, np.arange(10), 3)
+    assert np.array_equal(gaussian, latents(5, np.arange(10), 3))  # the Gaussian contract is unchanged

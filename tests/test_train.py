@@ -10,7 +10,8 @@ torch = pytest.importorskip("torch")
 
 from aae.data import avatar_faces  # noqa: E402
 from aae.model import AAE, AAEConfig, load_checkpoint  # noqa: E402
-from aae.train import AAETrainer, TrainOptions  # noqa: E402
+from aae.priors import MixturePrior, build_prior, complete_spec  # noqa: E402
+from aae.train import AAETrainer, TrainOptions, build_trainer, train  # noqa: E402
 
 
 def _reconstruction_error(model: AAE, x: torch.Tensor) -> float:
@@ -31,8 +32,8 @@ def test_two_phase_steps_are_finite_and_reconstruction_improves() -> None:
     disc_params = [p.detach().clone() for p in trainer.model.discriminator.parameters()]
     for _ in range(60):
         losses = trainer.step(x)
-        assert all(math.isfinite(v) for v in vars(losses).values()), losses
-        assert 0.0 <= losses.disc_accuracy <= 1.0
+        assert all(math.isfinite(v) for v in vars(losses).values() if v is not None), losses
+        assert losses.disc_accuracy is not None and 0.0 <= losses.disc_accuracy <= 1.0
     after = _reconstruction_error(trainer.model, x)
     assert after < 0.7 * before, (before, after)
     # the regularization phase really trained the discriminator
@@ -63,3 +64,56 @@ def test_decoder_output_matches_image_size(size: int) -> None:
         codes = model.encoder(images)
     assert images.shape == (2, 3, size, size) and codes.shape == (2, 4)
     assert float(images.min()) >= 0 and float(images.max()) <= 1
+
+
+@pytest.mark.parametrize("kind", ["ae", "vae"])
+def test_baselines_share_the_networks_and_learn(kind: str) -> None:
+    torch.manual_seed(0)
+    config = AAEConfig(image_size=32, latent_dim=8, base_width=8, disc_hidden=32, kind=kind)
+    trainer = build_trainer(config, TrainOptions(lr_reconstruction=2e-3), torch.device("cpu"))
+    assert not hasattr(trainer.model, "discriminator")  # nothing adversarial in a baseline
+    aae = AAE(AAEConfig(image_size=32, latent_dim=8, base_width=8, disc_hidden=32))
+    shapes = {k: v.shape for k, v in trainer.model.decoder.state_dict().items()}
+    assert shapes == {k: v.shape for k, v in aae.decoder.state_dict().items()}  # the same decoder
+    faces = avatar_faces(32, seed=0, size=32, progress=False)
+    x = torch.from_numpy(faces).permute(0, 3, 1, 2).float() / 255
+    before = _reconstruction_error(trainer.model, x)
+    for _ in range(60):
+        losses = trainer.step(x)
+        assert math.isfinite(losses.reconstruction) and losses.discriminator is None
+        assert (losses.kl is not None and losses.kl >= 0) if kind == "vae" else losses.kl is None
+    assert _reconstruction_error(trainer.model, x) < 0.8 * before
+    mu, logvar = trainer.model.encoder.distribution(x)
+    assert (logvar is not None) == (kind == "vae") and mu.shape == (32, 8)
+
+
+def test_vae_needs_the_gaussian_prior_and_kinds_are_checked() -> None:
+    with pytest.raises(ValueError, match="gaussian prior"):
+        AAEConfig(kind="vae", prior={"kind": "mixture"})
+    with pytest.raises(ValueError, match="kind must be one of"):
+        AAEConfig(kind="gan")
+    with pytest.raises(ValueError, match="unknown prior kind"):
+        AAEConfig(prior={"kind": "laplace"})
+
+
+def test_mixture_prior_samples_around_its_means() -> None:
+    spec = complete_spec({"kind": "mixture", "components": 4, "radius": 3.0, "std": 0.1}, latent_dim=6)
+    assert complete_spec(spec, 6) == spec  # idempotent, so a checkpoint's config reloads unchanged
+    prior = build_prior(spec, 6)
+    assert isinstance(prior, MixturePrior)
+    means = torch.tensor(spec["means"])
+    assert torch.allclose(means.norm(dim=1), torch.full((4,), 3.0), atol=1e-4)
+    z = prior.sample(4000, generator=torch.Generator().manual_seed(0))
+    nearest = torch.cdist(z, means).min(dim=1)
+    assert float(nearest.values.max()) < 0.1 * 6  # every sample lies near one mean
+    counts = torch.bincount(nearest.indices, minlength=4)
+    assert int(counts.min()) > 800  # equal weights: about 1000 each
+
+
+def test_an_aae_with_a_mixture_prior_trains_and_keeps_its_means(tmp_path: Path) -> None:
+    config = AAEConfig(image_size=32, latent_dim=4, base_width=8, disc_hidden=16, prior={"kind": "mixture", "components": 3})
+    options = TrainOptions(
+        count=32, epochs=1, batch_size=16, max_steps=2, out_dir=str(tmp_path), cache_dir=str(tmp_path / "c"), config=config
+    )
+    model, checkpoint = load_checkpoint(str(train(options)))
+    assert model.config.prior == config.prior and len(checkpoint["config"]["prior"]["means"]) == 3
