@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -90,19 +91,42 @@ def render_avatar(seed: int, index: int, size: int = 64) -> np.ndarray:
     return np.asarray(image, dtype=np.uint8)
 
 
+def _avatar_cache_name(seed: int, start: int, count: int, size: int) -> str:
+    first = f"-from{start}" if start else ""  # the training sets (start 0) keep their original names
+    return f"{DATA_VERSION}-seed{seed}{first}-n{count}-{size}px.npy"
+
+
+def _covering_cache(cache_dir: Path, seed: int, start: int, count: int, size: int) -> np.ndarray | None:
+    """Avatars [start, start + count) sliced from any cached set of the same seed and size that holds them."""
+    pattern = re.compile(rf"{re.escape(DATA_VERSION)}-seed{seed}(?:-from(\d+))?-n(\d+)-{size}px\.npy")
+    for path in sorted(cache_dir.glob(f"{DATA_VERSION}-seed{seed}-*-{size}px.npy")):
+        match = pattern.fullmatch(path.name)
+        if match is None:
+            continue
+        first, n = int(match.group(1) or 0), int(match.group(2))
+        if first <= start and start + count <= first + n:
+            log.info("avatars %d..%d of seed %d from %s", start, start + count - 1, seed, path)
+            return np.array(np.load(path, mmap_mode="r")[start - first : start - first + count])
+    return None
+
+
 def avatar_faces(
-    count: int, seed: int = 0, size: int = 64, cache_dir: str | Path | None = None, progress: bool = True
+    count: int, seed: int = 0, size: int = 64, cache_dir: str | Path | None = None, progress: bool = True, start: int = 0
 ) -> np.ndarray:
-    """``count`` avatar faces for dataset ``seed``, cached on disk as one .npy file."""
+    """Avatar faces ``start`` .. ``start + count - 1`` of dataset ``seed``, cached on disk as one .npy file.
+
+    A nonzero ``start`` renders faces that a model trained on the first ``start`` never saw (held-out data).
+    A request that a larger cached set already holds is sliced from it instead of rendered.
+    """
     cache_path = None
     if cache_dir is not None:
-        cache_path = Path(cache_dir) / f"{DATA_VERSION}-seed{seed}-n{count}-{size}px.npy"
-        if cache_path.exists():
-            log.info("loading cached avatars from %s", cache_path)
-            return np.load(cache_path)
+        cached = _covering_cache(Path(cache_dir), seed, start, count, size)
+        if cached is not None:
+            return cached
+        cache_path = Path(cache_dir) / _avatar_cache_name(seed, start, count, size)
     faces = np.empty((count, size, size, 3), dtype=np.uint8)
     for i in tqdm(range(count), desc="rendering avatars", unit="img", disable=not progress):
-        faces[i] = render_avatar(seed, i, size)
+        faces[i] = render_avatar(seed, start + i, size)
     if cache_path is not None:
         cache_path.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache_path.with_suffix(".tmp.npy")
@@ -128,10 +152,19 @@ def list_images(folder: str | Path) -> list[Path]:
 
 
 def image_folder(
-    folder: str | Path, size: int = 64, limit: int | None = None, cache_dir: str | Path | None = None, progress: bool = True
+    folder: str | Path,
+    size: int = 64,
+    limit: int | None = None,
+    cache_dir: str | Path | None = None,
+    progress: bool = True,
+    start: int = 0,
 ) -> np.ndarray:
-    """Load any folder of images (CelebA, FFHQ, ...), center-cropped and resized to size x size."""
-    paths = list_images(folder)[:limit]
+    """Load any folder of images (CelebA, FFHQ, ...), center-cropped and resized to size x size.
+
+    The images are taken in ``list_images`` order, from number ``start`` on, at most ``limit`` of them.
+    """
+    paths = list_images(folder)[start:]
+    paths = paths[:limit]
     if not paths:
         raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found under {folder}")
     cache_path = None
@@ -162,13 +195,18 @@ def lfw_faces(size: int = 64) -> np.ndarray:
     return out
 
 
-def load_dataset(source: str, count: int, size: int, seed: int = 0, cache_dir: str | Path | None = None) -> np.ndarray:
-    """Resolve a dataset name: ``avatars``, ``lfw``, or a path to a folder of images."""
+def load_dataset(
+    source: str, count: int, size: int, seed: int = 0, cache_dir: str | Path | None = None, start: int = 0
+) -> np.ndarray:
+    """Resolve a dataset name: ``avatars``, ``lfw``, or a path to a folder of images.
+
+    ``start`` skips the first images (held-out data after a training set); ``lfw`` ignores ``count``.
+    """
     if source == "avatars":
-        return avatar_faces(count, seed=seed, size=size, cache_dir=cache_dir)
+        return avatar_faces(count, seed=seed, size=size, cache_dir=cache_dir, start=start)
     if source == "lfw":
-        return lfw_faces(size)
-    return image_folder(source, size=size, limit=count, cache_dir=cache_dir)
+        return lfw_faces(size)[start:]
+    return image_folder(source, size=size, limit=count, cache_dir=cache_dir, start=start)
 
 
 def image_grid(images: Sequence[np.ndarray] | np.ndarray, columns: int = 8, pad: int = 2) -> Image.Image:

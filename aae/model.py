@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from aae.priors import complete_spec
+from aae.priors import complete_spec, marginal_moments
 
 MODEL_KINDS = ("aae", "ae", "vae")
 
@@ -29,6 +29,10 @@ class AAEConfig:
     disc_hidden: int = 512
     prior: dict[str, Any] = field(default_factory=lambda: {"kind": "gaussian", "std": 1.0})
     kind: str = "aae"  # "aae", or a baseline: "ae" (no regularization) or "vae"
+    # The encoder ends in a batch normalization without learned scale, fixed to the prior's per-dimension
+    # mean and std: the first two moments of q(z) match p(z) by construction and the discriminator shapes
+    # the rest. Without it the adversarial game oscillates on this architecture (see README, "Training").
+    normalize_codes: bool = True
 
     def __post_init__(self) -> None:
         if self.image_size not in (32, 64, 128):
@@ -51,7 +55,7 @@ class AAEConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AAEConfig:
-        return cls(**data)
+        return cls(**{"normalize_codes": False, **data})  # checkpoints from before the option had none
 
 
 def _widths(config: AAEConfig) -> list[int]:
@@ -77,13 +81,22 @@ class Encoder(nn.Module):
         self.variational = config.kind == "vae"
         # the VAE's encoder also predicts log sigma^2 of q(z|x): twice the outputs
         self.to_latent = nn.Linear(in_ch * 4 * 4, config.latent_dim * (2 if config.kind == "vae" else 1))
+        # the VAE's KL term already sets the moments of its codes: no normalization there
+        self.normalize = config.normalize_codes and not self.variational
+        if self.normalize:
+            mean, std = marginal_moments(config.prior, config.latent_dim)
+            self.code_norm = nn.BatchNorm1d(config.latent_dim, affine=False)
+            self.register_buffer("code_mean", torch.from_numpy(mean))
+            self.register_buffer("code_std", torch.from_numpy(std))
 
     def distribution(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(code, log-variance): the log-variance is None except for the VAE."""
         h = self.to_latent(self.features(x * 2 - 1).flatten(1))  # the input is centred on 0
-        if not self.variational:
-            return h, None
-        return h[:, : self.latent_dim], h[:, self.latent_dim :]
+        if self.variational:
+            return h[:, : self.latent_dim], h[:, self.latent_dim :]
+        if self.normalize:
+            h = self.code_norm(h) * self.code_std + self.code_mean
+        return h, None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The deterministic code: z for the AAE and the AE, the posterior mean for the VAE."""

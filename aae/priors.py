@@ -46,6 +46,17 @@ def complete_spec(spec: dict[str, Any], latent_dim: int) -> dict[str, Any]:
     return {"kind": kind, "std": std, "components": components, "radius": radius, "seed": seed, "means": means}
 
 
+def marginal_moments(spec: dict[str, Any], latent_dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-dimension mean and standard deviation of the prior's marginals, float32 [latent_dim] each."""
+    spec = complete_spec(spec, latent_dim)
+    if spec["kind"] == "gaussian":
+        return np.zeros(latent_dim, np.float32), np.full(latent_dim, spec["std"], np.float32)
+    means = np.asarray(spec["means"], dtype=np.float64)
+    mean = means.mean(0)
+    std = np.sqrt(spec["std"] ** 2 + (means**2).mean(0) - mean**2)
+    return mean.astype(np.float32), std.astype(np.float32)
+
+
 class GaussianPrior:
     """Isotropic Gaussian N(0, std^2 I)."""
 

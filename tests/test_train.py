@@ -117,3 +117,19 @@ def test_an_aae_with_a_mixture_prior_trains_and_keeps_its_means(tmp_path: Path) 
     )
     model, checkpoint = load_checkpoint(str(train(options)))
     assert model.config.prior == config.prior and len(checkpoint["config"]["prior"]["means"]) == 3
+
+
+def test_codes_are_normalized_to_the_prior_moments() -> None:
+    torch.manual_seed(0)
+    spec = {"kind": "mixture", "components": 4, "radius": 2.0, "std": 0.5}
+    config = AAEConfig(image_size=32, latent_dim=6, base_width=8, disc_hidden=16, prior=spec)
+    model = AAE(config)
+    codes = model.encoder(torch.rand(256, 3, 32, 32))  # train mode: the batch statistics
+    prior = build_prior(config.prior, 6).sample(20000, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(codes.mean(0), prior.mean(0), atol=0.05)
+    assert torch.allclose(codes.std(0), prior.std(0), rtol=0.05)
+    # a checkpoint written before the option existed rebuilds without the layer
+    old = config.to_dict()
+    del old["normalize_codes"]
+    assert AAEConfig.from_dict(old).normalize_codes is False
+    assert AAEConfig.from_dict(config.to_dict()).normalize_codes is True

@@ -1,0 +1,157 @@
+"""``synthgen evaluate --compare``: AE vs VAE vs AAE, the same networks, data, seed and number of steps.
+
+Only ``AAEConfig.kind`` differs between the three runs. Each checkpoint is evaluated with the same metrics
+on the same held-out faces; the table lands in ``OUT/compare.md`` and every number in ``OUT/compare.json``,
+which ``synthgen evaluate MODEL --baselines OUT/compare.json`` puts on a model's card.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from aae.card import COLUMNS, compare_table, save_grid, summary_row
+from aae.evaluate import COMPARE_FORMAT, EvalSizes, evaluate_into, write_json
+from aae.generators import CheckpointGenerator
+from aae.model import MODEL_KINDS, AAEConfig
+from aae.train import TrainOptions, train
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CompareOptions:
+    """The shared budget. The defaults take about 15 minutes on 2 CPU cores (64px, 10,000 avatars, 3 epochs)."""
+
+    out: str = "bench/results/compare"  # compare.json, compare.md and the side-by-side pictures
+    runs_dir: str = "runs/compare"  # one training run (checkpoint, losses, card) per kind
+    data: str = "avatars"
+    count: int = 10000
+    epochs: int = 3
+    batch_size: int = 64
+    image_size: int = 64
+    latent_dim: int = 32
+    base_width: int = 48  # as the shipped model
+    seed: int = 0
+    data_seed: int = 0
+    max_steps: int | None = None
+    threads: int | None = None
+    cache_dir: str = "cache"
+    held_out: str | None = None
+    kinds: tuple[str, ...] = ("ae", "vae", "aae")
+    sizes: EvalSizes = field(default_factory=EvalSizes)
+
+    def train_options(self, kind: str) -> TrainOptions:
+        if kind not in MODEL_KINDS:
+            raise ValueError(f"unknown model kind {kind!r}; expected some of {', '.join(MODEL_KINDS)}")
+        config = AAEConfig(image_size=self.image_size, latent_dim=self.latent_dim, base_width=self.base_width, kind=kind)
+        return TrainOptions(
+            data=self.data,
+            count=self.count,
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            seed=self.seed,
+            data_seed=self.data_seed,
+            out_dir=str(Path(self.runs_dir) / kind),
+            cache_dir=self.cache_dir,
+            max_steps=self.max_steps,
+            threads=self.threads,
+            config=config,
+        )
+
+    def budget(self) -> dict[str, Any]:
+        keep = (
+            "data",
+            "count",
+            "epochs",
+            "batch_size",
+            "image_size",
+            "latent_dim",
+            "base_width",
+            "seed",
+            "data_seed",
+            "max_steps",
+        )
+        return {k: v for k, v in asdict(self).items() if k in keep}
+
+
+def _train_and_evaluate(options: CompareOptions, kind: str) -> tuple[dict[str, Any], CheckpointGenerator]:
+    run = Path(options.runs_dir) / kind
+    (run / "losses.jsonl").unlink(missing_ok=True)  # a fresh log: train() appends
+    checkpoint = train(options.train_options(kind))
+    generator = CheckpointGenerator(checkpoint)
+    generator.name = kind
+    metrics = evaluate_into(generator, run, options.sizes, options.held_out, options.cache_dir)
+    return metrics, generator
+
+
+def _side_by_side(generators: list[CheckpointGenerator], out: Path, seed: int) -> dict[str, str]:
+    """Rows, one per kind: the same latents decoded by each model; and the same slerp path through each."""
+    from service.latents import slerp
+
+    z = generators[0].sample_z(COLUMNS + 2, seed)
+    path = slerp(z[COLUMNS], z[COLUMNS + 1], np.linspace(0.0, 1.0, COLUMNS))
+    save_grid(np.concatenate([g.decode(z[:COLUMNS]) for g in generators]), out / "compare_samples.png")
+    save_grid(np.concatenate([g.decode(path) for g in generators]), out / "compare_interpolation.png")
+    return {"samples": "compare_samples.png", "interpolation": "compare_interpolation.png"}
+
+
+def _markdown(result: dict[str, Any]) -> str:
+    budget = result["budget"]
+    order = ", ".join(k.upper() for k in result["kinds"])
+    return f"""# AE vs VAE vs AAE
+
+`synthgen evaluate --compare` trained {order} with the same encoder and decoder (only the regularization of z
+differs), on the same {budget["count"]:,} `{budget["data"]}` images at {budget["image_size"]}px, with the same seed and
+{budget["epochs"]} epochs of batch {budget["batch_size"]} each ({result["steps"]} steps), then evaluated each one with
+the same metrics on the same held-out faces (`synthgen evaluate`; each run's card is in `{result["runs_dir"]}/KIND/card.md`).
+The comparison took {result["seconds"] / 60:.1f} minutes.
+
+{compare_table(result["table"])}
+
+- **sample SWD ×10³**: random z from the prior, decoded, against held-out real faces (lower is better; the
+  real-vs-real floor is the same metric between two disjoint held-out sets).
+- **prior fit**: MMD² between encoded held-out faces and prior samples, with its permutation p-value (a small p
+  means the codes are not distributed as the prior), and the largest per-dimension KS statistic.
+- **interpolation**: SWD of the slerp midpoints of random pairs, against that of the endpoints.
+
+Rows: the same 8 latents through each model ({order}, top to bottom), then the same slerp path.
+
+![samples](compare_samples.png)
+
+![interpolation](compare_interpolation.png)
+"""
+
+
+def compare(options: CompareOptions) -> dict[str, Any]:
+    """Train and evaluate each kind; write ``compare.json`` and ``compare.md`` into ``options.out``."""
+    started = time.perf_counter()
+    out = Path(options.out)
+    out.mkdir(parents=True, exist_ok=True)
+    runs: dict[str, Any] = {}
+    generators = []
+    for kind in options.kinds:
+        log.info("compare: training and evaluating the %s", kind)
+        runs[kind], generator = _train_and_evaluate(options, kind)
+        generators.append(generator)
+    files = _side_by_side(generators, out, options.sizes.seed)
+    result = {
+        "format": COMPARE_FORMAT,
+        "kinds": list(options.kinds),
+        "budget": options.budget(),
+        "steps": runs[options.kinds[0]]["training"].get("steps"),
+        "sizes": asdict(options.sizes),
+        "runs_dir": options.runs_dir,
+        "table": [summary_row(runs[kind]) for kind in options.kinds],
+        "files": files,
+        "seconds": round(time.perf_counter() - started, 1),
+        "runs": runs,
+    }
+    write_json(out / "compare.json", result)
+    (out / "compare.md").write_text(_markdown(result), encoding="utf-8")
+    return result

@@ -1,0 +1,291 @@
+"""``synthgen evaluate``: every metric of ``aae/metrics.py`` on one model, against held-out real images.
+
+Held-out images are real images the model never saw: for ``avatars``, the faces that follow the training
+set (indices ``images`` .. of the same seed, rendered once and cached); for a folder, ``--held-out FOLDER``
+or the folder's images after the training count. The real-vs-real floor of the SWD is the same metric
+between two disjoint held-out sets of the same size. Everything is seeded: a re-run gives the same numbers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from aae.data import image_folder, load_dataset
+from aae.generators import EncoderUnavailable, Generator
+from aae.metrics import (
+    data_copying,
+    interpolation_swd,
+    near_duplicate_rate,
+    prior_fit,
+    prior_marginals,
+    sliced_wasserstein,
+)
+from service.uniqueness import METRIC as UNIQUENESS_METRIC
+
+log = logging.getLogger(__name__)
+FORMAT = "synthgen.evaluation/1"
+COMPARE_FORMAT = "synthgen.compare/1"
+MIN_SWD_IMAGES = 8
+
+
+@dataclass(frozen=True)
+class EvalSizes:
+    """How many images each metric uses; the defaults take a few minutes for a 64px model on 2 CPU cores."""
+
+    swd: int = 2048  # samples against held-out images, and the size of each of the floor's two held-out sets
+    duplicates: int = 10000  # samples for the near-duplicate rate
+    prior_codes: int = 1000  # encoded held-out images for the prior fit and the reconstruction error
+    permutations: int = 200  # of the MMD permutation test
+    pairs: int = 512  # random latent pairs for the interpolation SWD
+    train_neighbours: int = 5000  # training images searched for nearest neighbours (memorization)
+    patches: int = 128  # SWD patches per image and level
+    seed: int = 0
+
+    def fitted(self, held_out: int) -> EvalSizes:
+        """These sizes, shrunk to what ``held_out`` real images allow (two disjoint SWD sets)."""
+        swd = min(self.swd, held_out // 2)
+        if swd < MIN_SWD_IMAGES:
+            raise ValueError(f"only {held_out} held-out images; the SWD floor needs at least {2 * MIN_SWD_IMAGES}")
+        return replace(self, swd=swd, pairs=min(self.pairs, swd), prior_codes=min(self.prior_codes, held_out))
+
+
+@dataclass
+class EvalData:
+    held_out: np.ndarray  # uint8 [N, H, W, C], never seen in training
+    train: np.ndarray  # a seeded random subset of the training images
+    description: dict[str, Any] = field(default_factory=dict)
+
+
+def _training_source(training: dict[str, Any]) -> tuple[str, int, int]:
+    try:
+        return str(training["data"]), int(training.get("data_seed", 0)), int(training["images"])
+    except KeyError as exc:
+        raise ValueError(f"the model's training summary lacks {exc}: cannot tell which images are held out") from exc
+
+
+def held_out_images(
+    training: dict[str, Any], size: int, count: int, cache_dir: str | Path, folder: str | Path | None = None
+) -> tuple[np.ndarray, str]:
+    """Up to ``count`` real images the model never saw, and where they come from."""
+    source, seed, trained_on = _training_source(training)
+    if folder is not None:
+        return image_folder(folder, size=size, limit=count, cache_dir=cache_dir), f"{folder} (--held-out)"
+    if source == "avatars":
+        images = load_dataset(source, count, size, seed, cache_dir, start=trained_on)
+        return images, f"avatars {trained_on}..{trained_on + count - 1} of seed {seed} (after the training set)"
+    if source == "lfw":
+        raise ValueError("lfw: all of its 100 faces were used for training; pass --held-out FOLDER")
+    images = image_folder(source, size=size, limit=count, cache_dir=cache_dir, start=trained_on)
+    if len(images) == 0:
+        raise ValueError(f"{source}: no images after the {trained_on} used for training; pass --held-out FOLDER")
+    return images, f"{source}, images {trained_on}.. (after the training set)"
+
+
+def training_images(training: dict[str, Any], size: int, count: int, seed: int, cache_dir: str | Path) -> np.ndarray:
+    """A seeded random subset of ``count`` training images (all of them if there are fewer)."""
+    source, data_seed, trained_on = _training_source(training)
+    images = load_dataset(source, trained_on, size, data_seed, cache_dir)
+    order = np.random.default_rng(seed).permutation(len(images))[:count]
+    return images[np.sort(order)]
+
+
+def load_eval_data(
+    generator: Generator, sizes: EvalSizes, held_out: str | Path | None = None, cache_dir: str | Path = "cache"
+) -> EvalData:
+    """Held-out images for two SWD sets, and training images for neighbours and the real near-duplicate rate."""
+    size = generator.image_size
+    want = max(2 * sizes.swd, sizes.prior_codes)
+    images, where = held_out_images(generator.training, size, want, cache_dir, held_out)
+    train = training_images(generator.training, size, max(sizes.train_neighbours, sizes.duplicates), sizes.seed, cache_dir)
+    source, seed, trained_on = _training_source(generator.training)
+    description = {
+        "source": source,
+        "seed": seed,
+        "train_images": trained_on,
+        "held_out": {"source": where, "images": len(images)},
+        "train_subset": len(train),
+    }
+    return EvalData(images, train, description)
+
+
+class Timer:
+    """Seconds per named stage."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        started = time.perf_counter()
+        log.info("evaluate: %s", stage)
+        yield
+        self.seconds[stage] = round(time.perf_counter() - started, 2)
+
+
+def swd_metrics(samples: np.ndarray, data: EvalData, sizes: EvalSizes) -> dict[str, Any]:
+    """Sample SWD against held-out set A, and the floor: held-out set B against A."""
+    n = sizes.swd
+    a, b = data.held_out[:n], data.held_out[n : 2 * n]
+    sample = sliced_wasserstein(samples[:n], a, per_image=sizes.patches, seed=sizes.seed)
+    floor = sliced_wasserstein(b, a, per_image=sizes.patches, seed=sizes.seed)
+    return {
+        "images": n,
+        "samples": sample.to_dict(),
+        "floor": floor.to_dict(),
+        "ratio_to_floor": sample.average / max(floor.average, 1e-12),
+    }
+
+
+def prior_fit_metrics(generator: Generator, data: EvalData, sizes: EvalSizes) -> dict[str, Any]:
+    """MMD^2 with a permutation test, and per-dimension KS, of encoded held-out images against the prior."""
+    codes = generator.encode(data.held_out[: sizes.prior_codes], sample=True, seed=sizes.seed)
+    prior = generator.sample_z(len(codes), sizes.seed + 1)
+    marginals = prior_marginals(generator.prior, generator.latent_dim)
+    fit = prior_fit(codes.astype(np.float64), prior.astype(np.float64), sizes.permutations, sizes.seed, marginals)
+    return {"available": True, "codes_are": generator.codes_description(sample=True), **fit.to_dict()}
+
+
+def reconstruction_metrics(generator: Generator, data: EvalData, sizes: EvalSizes) -> dict[str, Any]:
+    """Mean squared error (pixels in 0..1) of decode(encode(x)) on held-out images."""
+    images = data.held_out[: sizes.prior_codes]
+    error = (generator.decode(generator.encode(images)).astype(np.float64) - images) / 255.0
+    mse = float((error**2).mean())
+    return {"available": True, "images": len(images), "mse": mse, "psnr_db": 10 * math.log10(1 / max(mse, 1e-12))}
+
+
+def memorization_metrics(samples: np.ndarray, data: EvalData, sizes: EvalSizes) -> dict[str, Any]:
+    """The Meehan et al. (2020) data-copying test: generated->train against held-out->train distances."""
+    n = sizes.swd
+    train = data.train[: sizes.train_neighbours]
+    result = data_copying(samples[:n], train, data.held_out[:n]).to_dict()
+    return {**result, "generated": n, "held_out": n, "train_neighbours": len(train), "metric": UNIQUENESS_METRIC}
+
+
+def diversity_metrics(generator: Generator, samples: np.ndarray, data: EvalData, sizes: EvalSizes) -> dict[str, Any]:
+    """Near-duplicate rate of samples under the threshold that ``unique`` jobs use, and of real images."""
+    threshold = generator.uniqueness_threshold
+    n = min(sizes.duplicates, len(samples))
+    k = min(n, len(data.train))
+    real: dict[str, Any] = {"images": k, "rate": near_duplicate_rate(data.train[:k], threshold)}
+    if k != n:
+        real["samples_rate_at_this_size"] = near_duplicate_rate(samples[:k], threshold)
+    rate = near_duplicate_rate(samples[:n], threshold)
+    return {"metric": UNIQUENESS_METRIC, "threshold": threshold, "samples": n, "rate": rate, "real_training_images": real}
+
+
+def interpolation_metrics(generator: Generator, data: EvalData, sizes: EvalSizes) -> dict[str, Any]:
+    """Midpoint SWD against endpoint SWD of random pairs, for slerp (the service's default) and lerp."""
+    p = sizes.pairs
+    z = generator.sample_z(2 * p, sizes.seed + 2)
+    reference = data.held_out[:p]
+    out: dict[str, Any] = {"pairs": p}
+    for method in ("slerp", "lerp"):
+        result = interpolation_swd(generator.decode, z[:p], z[p:], reference, method, sizes.patches, sizes.seed)
+        out[method] = result.to_dict()
+    return out
+
+
+def _encoder_metrics(generator: Generator, data: EvalData, sizes: EvalSizes, timer: Timer) -> dict[str, Any]:
+    try:
+        with timer("prior_fit"):
+            fit = prior_fit_metrics(generator, data, sizes)
+        with timer("reconstruction"):
+            reconstruction = reconstruction_metrics(generator, data, sizes)
+    except EncoderUnavailable as exc:
+        unavailable = {"available": False, "reason": f"no encoder: {exc}"}
+        return {"prior_fit": unavailable, "reconstruction": unavailable}
+    return {"prior_fit": fit, "reconstruction": reconstruction}
+
+
+def _creator() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"synthgen {version('synthgen')}"
+    except PackageNotFoundError:
+        return "synthgen (not installed)"
+
+
+def evaluate(generator: Generator, data: EvalData, sizes: EvalSizes) -> dict[str, Any]:
+    """Every metric, as one JSON-ready dict (what ``metrics.json`` holds)."""
+    sizes = sizes.fitted(len(data.held_out))
+    timer = Timer()
+    started = time.perf_counter()
+    with timer("samples"):
+        samples = generator.decode(generator.sample_z(max(sizes.swd, sizes.duplicates), sizes.seed))
+    with timer("swd"):
+        swd = swd_metrics(samples, data, sizes)
+    encoder = _encoder_metrics(generator, data, sizes, timer)
+    with timer("memorization"):
+        memorization = memorization_metrics(samples, data, sizes)
+    with timer("diversity"):
+        diversity = diversity_metrics(generator, samples, data, sizes)
+    with timer("interpolation"):
+        interpolation = interpolation_metrics(generator, data, sizes)
+    return {
+        "format": FORMAT,
+        "model": generator.describe(),
+        "training": generator.training,
+        "data": data.description,
+        "sizes": asdict(sizes),
+        "encoder": generator.encoder_source,
+        "swd": swd,
+        **encoder,
+        "memorization": memorization,
+        "diversity": diversity,
+        "interpolation": interpolation,
+        "timing": {"seconds": timer.seconds, "total": round(time.perf_counter() - started, 1)},
+        "created_by": _creator(),
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write JSON atomically; NaN or infinity is refused (every metric must be a finite number)."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
+def _read_baselines(path: str | Path | None) -> dict[str, Any] | None:
+    if path is None:
+        return None
+    baselines: dict[str, Any] = json.loads(Path(path).read_text(encoding="utf-8"))
+    if baselines.get("format") != COMPARE_FORMAT or "table" not in baselines:
+        raise ValueError(f"{path}: not a comparison written by `synthgen evaluate --compare`")
+    return baselines
+
+
+def evaluate_into(
+    generator: Generator,
+    out: str | Path,
+    sizes: EvalSizes = EvalSizes(),
+    held_out: str | Path | None = None,
+    cache_dir: str | Path = "cache",
+    baselines: str | Path | None = None,
+) -> dict[str, Any]:
+    """Evaluate a model and write its card into ``out``: ``metrics.json``, ``card.md`` and the PNG grids."""
+    from aae.card import render_card, write_grids
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    comparison = _read_baselines(baselines)  # a bad path fails before minutes of work
+    data = load_eval_data(generator, sizes, held_out, cache_dir)
+    metrics = evaluate(generator, data, sizes)
+    files = write_grids(generator, data.held_out, out, sizes.seed)
+    metrics["files"] = {**files, "card": "card.md", "metrics": "metrics.json"}
+    write_json(out / "metrics.json", metrics)
+    baselines_path = Path(baselines).resolve() if baselines else None
+    card = render_card(metrics, generator, files, out.resolve(), comparison, baselines_path)
+    (out / "card.md").write_text(card, encoding="utf-8")
+    return metrics

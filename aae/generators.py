@@ -1,0 +1,188 @@
+"""What ``synthgen evaluate`` measures: a decoder of prior latents, and an encoder when there is one.
+
+Two implementations of one interface:
+
+- ``PackageGenerator``: a model package, decoded by onnxruntime through the service's own loader, so the
+  metrics describe exactly what is served. Its encoder is the package's ``encoder.onnx`` when it has one,
+  else the torch encoder of the checkpoint it was exported from (``--checkpoint``), else none.
+- ``CheckpointGenerator``: a torch checkpoint, for the AE / VAE / AAE comparison runs.
+
+Both draw latents with the service's counter-based ``prior_latents``: sample i of seed s is image i of a
+job with seed s.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from aae.model import AAE, load_checkpoint
+from service.latents import prior_latents
+from service.model_package import ModelPackage, load_package, sha256_file
+from service.registry import LoadedModel, open_session
+from service.uniqueness import calibrate_threshold
+
+log = logging.getLogger(__name__)
+BATCH = 256
+CALIBRATION_SAMPLES = 2048  # as export/package.py: the uniqueness threshold a package of this checkpoint would get
+CALIBRATION_SEED = 1
+
+
+class EncoderUnavailable(RuntimeError):
+    """The model has no encoder here: encoder metrics (prior fit, reconstructions) cannot be computed."""
+
+
+def _batched(fn: Any, x: np.ndarray) -> np.ndarray:
+    if len(x) == 0:
+        raise ValueError("nothing to run: an empty batch")
+    return np.concatenate([fn(x[i : i + BATCH]) for i in range(0, len(x), BATCH)])
+
+
+class TorchEncoder:
+    """A checkpoint's encoder on uint8 NHWC images: the deterministic code, or for a VAE a posterior sample."""
+
+    def __init__(self, model: AAE) -> None:
+        self.model = model
+        self.variational = model.config.kind == "vae"
+
+    @torch.no_grad()
+    def _run(self, images: np.ndarray, sample: bool, generator: torch.Generator) -> np.ndarray:
+        x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div(255)
+        mu, logvar = self.model.encoder.distribution(x)
+        if sample and logvar is not None:
+            mu = mu + torch.randn(mu.shape, generator=generator) * torch.exp(0.5 * logvar)
+        out: np.ndarray = mu.numpy().astype(np.float32)
+        return out
+
+    def __call__(self, images: np.ndarray, sample: bool = False, seed: int = 0) -> np.ndarray:
+        generator = torch.Generator().manual_seed(seed)
+        return _batched(lambda x: self._run(x, sample, generator), images)
+
+
+class OnnxEncoder:
+    """A package's ``encoder.onnx``: uint8 NHWC images -> z (for a VAE, the posterior mean)."""
+
+    variational = False
+
+    def __init__(self, path: Path) -> None:
+        import onnxruntime as ort
+
+        self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+    def __call__(self, images: np.ndarray, sample: bool = False, seed: int = 0) -> np.ndarray:
+        run = lambda x: np.asarray(self.session.run(["z"], {"images": np.ascontiguousarray(x)})[0], dtype=np.float32)  # noqa: E731
+        return _batched(run, images)
+
+
+Encoder = TorchEncoder | OnnxEncoder
+
+
+class Generator:
+    """Decode prior latents to uint8 images [N, H, W, C]; encode images to codes when an encoder is present."""
+
+    name: str
+    kind: str  # "aae", "ae" or "vae"
+    prior: dict[str, Any]
+    latent_dim: int
+    image_size: int
+    training: dict[str, Any]  # the training summary of the checkpoint (data, data_seed, images, seconds, ...)
+    uniqueness_threshold: float
+    encoder: Encoder | None = None
+    encoder_source: str = ""  # where the encoder comes from, or why there is none
+
+    def _decode(self, z: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def decode(self, z: np.ndarray) -> np.ndarray:
+        return _batched(self._decode, np.asarray(z, dtype=np.float32))
+
+    def sample_z(self, n: int, seed: int, truncation: float | None = None, start: int = 0) -> np.ndarray:
+        """Latents of images ``start`` .. ``start + n - 1`` of a job with this seed (and truncation)."""
+        return prior_latents(self.prior, seed, np.arange(start, start + n), self.latent_dim, truncation)
+
+    def encode(self, images: np.ndarray, sample: bool = False, seed: int = 0) -> np.ndarray:
+        """Codes of images; with ``sample``, a VAE's torch encoder draws z ~ q(z|x) instead of taking its mean."""
+        if self.encoder is None:
+            raise EncoderUnavailable(self.encoder_source)
+        return self.encoder(images, sample, seed)
+
+    def codes_description(self, sample: bool) -> str:
+        if self.encoder is not None and self.encoder.variational and sample:
+            return "posterior samples z ~ q(z|x)"
+        return "posterior means" if self.kind == "vae" else "deterministic codes"
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "kind": self.kind, "prior": _prior_summary(self.prior), "latent_dim": self.latent_dim}
+
+
+def _prior_summary(prior: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in prior.items() if k != "means"}  # a mixture's means are in the manifest
+
+
+def _config_summary(config: dict[str, Any]) -> dict[str, Any]:
+    return {**config, "prior": _prior_summary(config["prior"])} if "prior" in config else dict(config)
+
+
+class CheckpointGenerator(Generator):
+    """A torch checkpoint written by ``aae.train``; the decoder rounds exactly as the exported graph does."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.model, checkpoint = load_checkpoint(str(path))
+        config = self.model.config
+        self.path = Path(path)
+        self.name, self.kind, self.prior = self.path.parent.name, config.kind, config.prior
+        self.latent_dim, self.image_size = config.latent_dim, config.image_size
+        self.training = dict(checkpoint.get("summary", {}))
+        self.encoder, self.encoder_source = TorchEncoder(self.model), f"torch checkpoint {self.path}"
+        calibration = self.decode(self.sample_z(CALIBRATION_SAMPLES, CALIBRATION_SEED))
+        self.uniqueness_threshold = calibrate_threshold(calibration)
+
+    @torch.no_grad()
+    def _decode(self, z: np.ndarray) -> np.ndarray:
+        x = self.model.decoder(torch.from_numpy(z))
+        out: np.ndarray = torch.clamp(torch.round(x * 255.0), 0.0, 255.0).permute(0, 2, 3, 1).to(torch.uint8).numpy()
+        return out
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "checkpoint": str(self.path), "config": _config_summary(self.model.config.to_dict())}
+
+
+def _package_encoder(package: ModelPackage, checkpoint: str | Path | None) -> tuple[Encoder | None, str]:
+    if package.encoder_path is not None:
+        return OnnxEncoder(package.encoder_path), f"the package's {package.encoder_path.name}"
+    if checkpoint is None:
+        return None, "the package has no encoder.onnx and no --checkpoint was given"
+    if sha256_file(Path(checkpoint)) != package.manifest["checkpoint_sha256"]:
+        raise ValueError(f"{checkpoint}: not the checkpoint {package.ref} was exported from (its sha256 differs)")
+    model, _ = load_checkpoint(str(checkpoint))
+    return TorchEncoder(model), f"torch checkpoint {checkpoint}"
+
+
+class PackageGenerator(Generator):
+    """A model package: decoder.onnx through the service's loader (CPU), exactly what is served."""
+
+    def __init__(self, path: str | Path, checkpoint: str | Path | None = None) -> None:
+        self.package = load_package(path)
+        self.loaded = LoadedModel(self.package, open_session(self.package, ["CPUExecutionProvider"]))
+        manifest = self.package.manifest
+        self.name, self.kind, self.prior = self.package.ref, manifest["config"].get("kind", "aae"), manifest["prior"]
+        self.latent_dim, self.image_size = self.package.latent_dim, self.package.image_shape[0]
+        self.training = dict(manifest.get("training", {}))
+        self.uniqueness_threshold = self.package.uniqueness_threshold
+        self.encoder, self.encoder_source = _package_encoder(self.package, checkpoint)
+
+    def _decode(self, z: np.ndarray) -> np.ndarray:
+        return self.loaded.decode(z)
+
+    def describe(self) -> dict[str, Any]:
+        manifest = self.package.manifest
+        extra = {
+            "version": self.package.version,
+            "sha256": self.package.sha256,
+            "config": _config_summary(manifest.get("config", {})),
+        }
+        return {**super().describe(), "name": self.package.name, **extra}
