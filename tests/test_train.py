@@ -4,6 +4,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -133,3 +134,27 @@ def test_codes_are_normalized_to_the_prior_moments() -> None:
     del old["normalize_codes"]
     assert AAEConfig.from_dict(old).normalize_codes is False
     assert AAEConfig.from_dict(config.to_dict()).normalize_codes is True
+
+
+@pytest.mark.parametrize("source", ["folder", "lfw"])
+def test_cli_trains_on_a_folder_of_photos_and_on_lfw(source: str, tmp_path: Path) -> None:
+    from PIL import Image
+
+    from synthgen.cli import main
+
+    data = source
+    if source == "folder":  # CelebA-like: 178x218 JPEGs in nested folders, not square
+        data = str(tmp_path / "photos")
+        rng = np.random.default_rng(0)
+        for i, face in enumerate(avatar_faces(20, seed=3, size=64, progress=False)):
+            photo = Image.fromarray(face).resize((178, 218)).convert("RGB")
+            noisy = np.clip(np.asarray(photo, dtype=np.int16) + rng.integers(-8, 9, (218, 178, 3)), 0, 255).astype(np.uint8)
+            (tmp_path / "photos" / f"part{i % 2}").mkdir(parents=True, exist_ok=True)
+            Image.fromarray(noisy).save(tmp_path / "photos" / f"part{i % 2}" / f"{i:06d}.jpg", quality=90)
+    out = tmp_path / "run"
+    argv = ["train", "--data", data, "--count", "20", "--image-size", "32", "--latent-dim", "4", "--base-width", "8"]
+    argv += ["--disc-hidden", "16", "--epochs", "1", "--batch-size", "8", "--out", str(out), "--cache-dir", str(tmp_path / "c")]
+    assert main(argv) == 0
+    model, checkpoint = load_checkpoint(str(out / "checkpoint.pt"))
+    assert checkpoint["summary"]["images"] == 20 and checkpoint["summary"]["steps"] == 2
+    assert checkpoint["summary"]["data"] == data and model.config.image_size == 32
