@@ -114,7 +114,7 @@ def compare_line(row: dict[str, Any], label: str | None = None) -> str:
     ks = "n/a" if row["ks_max"] is None else f"{row['ks_max']:.3f} ({row['ks_critical']:.3f})"
     interp = f"{_f(row['midpoint_swd'])} / {_f(row['endpoint_swd'])} ({row['midpoint_swd'] / row['endpoint_swd']:.2f}×)"
     seconds = row.get("training_seconds")
-    training = "n/a" if seconds is None else f"{row.get('training_steps')} steps, {_f(seconds / 60)} min"
+    training = "n/a" if seconds is None else f"{_n(row.get('training_steps'))} steps, {duration(seconds)}"
     cells = [
         label or row["kind"].upper(),
         _f(row["sample_swd"]),
@@ -148,6 +148,10 @@ def _prior_text(prior: dict[str, Any]) -> str:
     return f"N(0, {prior.get('std', 1.0):g}² I)"
 
 
+def duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
 def _n(value: Any) -> str:
     return f"{value:,}" if isinstance(value, int) else str(value)
 
@@ -161,7 +165,7 @@ def _training_text(training: dict[str, Any]) -> str:
             f"{training['epochs']} epochs, {_n(training.get('steps', '?'))} steps of batch {training.get('batch_size', '?')}"
         )
     if "seconds" in training:
-        parts.append(f"{_f(training['seconds'] / 60)} minutes on {training.get('device', 'cpu')}")
+        parts.append(f"{duration(training['seconds'])} on {training.get('device', 'cpu')}")
     loss = (training.get("final_losses") or {}).get("reconstruction")
     if loss is not None:
         parts.append(f"final reconstruction MSE {loss:.4f}")
@@ -255,6 +259,21 @@ def _pictures(files: dict[str, str]) -> str:
     return "\n".join(lines)
 
 
+def _measured_on(model: dict[str, Any]) -> str:
+    if "sha256" in model:
+        return f"The numbers below were measured on the package's ONNX decoder (sha256 {model['sha256'][:12]}…), which the service runs."
+    return f"The numbers below were measured on the torch checkpoint `{model.get('checkpoint', '?')}`."
+
+
+def _data_limits(source: str) -> str:
+    if source == "avatars":
+        return (
+            "The model has only seen procedural cartoon avatars: it makes cartoon faces, with their fixed background and "
+            "their range of hair, skin and clothing, and nothing photographic."
+        )
+    return f"The model has only seen the faces of `{source}`: it can reproduce only their range of faces, poses and lighting."
+
+
 def render_card(
     metrics: dict[str, Any],
     generator: Generator,
@@ -266,32 +285,29 @@ def render_card(
     """The markdown of ``card.md``."""
     model, data, sizes = metrics["model"], metrics["data"], metrics["sizes"]
     size = generator.image_size
-    return f"""# Model card: {model["name"]}
+    return f"""# Model card: {model.get("ref", model["name"])}
 
 *Written by `synthgen evaluate` on {metrics["created_at"]} ({metrics["created_by"]}); every number below is in `metrics.json`.*
 
 ## The model
 
 {model["name"]} is {KIND_NAMES.get(model["kind"], model["kind"])}. Its decoder turns a latent z of {generator.latent_dim}
-dimensions, drawn from the prior {_prior_text(generator.prior)}, into a {size}×{size} RGB face. The service runs the
-exported ONNX decoder; the numbers below were measured on that same graph for a model package.
+dimensions, drawn from the prior {_prior_text(generator.prior)}, into a {size}×{size} RGB face. {_measured_on(model)}
 
 {_training_text(metrics["training"])}
 
 **Intended use.** Synthetic faces in bulk where no real person's face may appear: crowds for simulations and games,
 placeholder avatars, test data for image pipelines, and demos of the service.
 
-**Limits.** The model has only seen what its training data shows ({data["source"]}): for procedural cartoon avatars it
-makes cartoon faces, with their fixed background and their range of hair, skin and clothing, and nothing photographic.
-Faces are small ({size}×{size}) and softer than the training images. It is not meant for identity, biometric or
-demographic purposes. The metrics use no pretrained network: the SWD compares the statistics of small image patches at
-several scales, which tracks blur, colour and texture, not whether a face makes sense.
+**Limits.** {_data_limits(data["source"])} Faces are small ({size}×{size}) and softer than the training images. It is
+not meant for identity, biometric or demographic purposes. The metrics use no pretrained network: the SWD compares the
+statistics of small image patches at several scales, which tracks blur, colour and texture, not whether a face makes sense.
 
 ## Metrics
 
 Held-out real faces: {data["held_out"]["source"]}, never seen in training. The floor is the same SWD between two
 disjoint held-out sets of {sizes["swd"]:,} faces: a model cannot beat it on average. Seed {sizes["seed"]};
-the evaluation took {_f(metrics["timing"]["total"] / 60)} minutes. Encoder: {metrics["encoder"]}.
+the evaluation took {duration(metrics["timing"]["total"])}. Encoder: {metrics["encoder"]}.
 
 {metrics_table(metrics, size)}
 

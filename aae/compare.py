@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from aae.card import COLUMNS, compare_table, save_grid, summary_row
+from aae.card import COLUMNS, compare_table, duration, save_grid, summary_row
 from aae.evaluate import COMPARE_FORMAT, EvalSizes, evaluate_into, write_json
 from aae.generators import CheckpointGenerator
 from aae.model import MODEL_KINDS, AAEConfig
@@ -101,6 +101,17 @@ def _side_by_side(generators: list[CheckpointGenerator], out: Path, seed: int) -
     return {"samples": "compare_samples.png", "interpolation": "compare_interpolation.png"}
 
 
+def _normalization_note(result: dict[str, Any]) -> str:
+    config = result["runs"].get("ae", {}).get("model", {}).get("config", {})
+    if not config.get("normalize_codes"):
+        return ""
+    return (
+        "\n\nThe AE's and the AAE's codes both end in the normalization fixed to the prior's per-dimension mean and "
+        "std (`normalize_codes`), so the AE's codes already have the prior's first two moments: what the adversarial "
+        "regularization adds is the rest of the shape of q(z)."
+    )
+
+
 def _markdown(result: dict[str, Any]) -> str:
     budget = result["budget"]
     order = ", ".join(k.upper() for k in result["kinds"])
@@ -110,7 +121,7 @@ def _markdown(result: dict[str, Any]) -> str:
 differs), on the same {budget["count"]:,} `{budget["data"]}` images at {budget["image_size"]}px, with the same seed and
 {budget["epochs"]} epochs of batch {budget["batch_size"]} each ({result["steps"]} steps), then evaluated each one with
 the same metrics on the same held-out faces (`synthgen evaluate`; each run's card is in `{result["runs_dir"]}/KIND/card.md`).
-The comparison took {result["seconds"] / 60:.1f} minutes.
+The comparison took {duration(result["seconds"])}.{_normalization_note(result)}
 
 {compare_table(result["table"])}
 

@@ -200,12 +200,13 @@ def load_dataset(
 ) -> np.ndarray:
     """Resolve a dataset name: ``avatars``, ``lfw``, or a path to a folder of images.
 
-    ``start`` skips the first images (held-out data after a training set); ``lfw`` ignores ``count``.
+    ``start`` skips the first images (held-out data after a training set). ``lfw`` has 100 images, so
+    it gives at most ``100 - start``.
     """
     if source == "avatars":
         return avatar_faces(count, seed=seed, size=size, cache_dir=cache_dir, start=start)
     if source == "lfw":
-        return lfw_faces(size)[start:]
+        return lfw_faces(size)[start : start + count]
     return image_folder(source, size=size, limit=count, cache_dir=cache_dir, start=start)
 
 

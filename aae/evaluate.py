@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from aae.data import image_folder, load_dataset
+from aae.data import image_folder, list_images, load_dataset
 from aae.generators import EncoderUnavailable, Generator
 from aae.metrics import (
     data_copying,
@@ -85,9 +85,9 @@ def held_out_images(
         return images, f"avatars {trained_on}..{trained_on + count - 1} of seed {seed} (after the training set)"
     if source == "lfw":
         raise ValueError("lfw: all of its 100 faces were used for training; pass --held-out FOLDER")
-    images = image_folder(source, size=size, limit=count, cache_dir=cache_dir, start=trained_on)
-    if len(images) == 0:
+    if len(list_images(source)) <= trained_on:
         raise ValueError(f"{source}: no images after the {trained_on} used for training; pass --held-out FOLDER")
+    images = image_folder(source, size=size, limit=count, cache_dir=cache_dir, start=trained_on)
     return images, f"{source}, images {trained_on}.. (after the training set)"
 
 
@@ -277,13 +277,19 @@ def evaluate_into(
     """Evaluate a model and write its card into ``out``: ``metrics.json``, ``card.md`` and the PNG grids."""
     from aae.card import render_card, write_grids
 
+    started = time.perf_counter()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     comparison = _read_baselines(baselines)  # a bad path fails before minutes of work
     data = load_eval_data(generator, sizes, held_out, cache_dir)
+    loaded = time.perf_counter()
     metrics = evaluate(generator, data, sizes)
+    grids = time.perf_counter()
     files = write_grids(generator, data.held_out, out, sizes.seed)
     metrics["files"] = {**files, "card": "card.md", "metrics": "metrics.json"}
+    seconds = metrics["timing"]["seconds"]
+    seconds["data"], seconds["grids"] = round(loaded - started, 2), round(time.perf_counter() - grids, 2)
+    metrics["timing"]["total"] = round(time.perf_counter() - started, 1)
     write_json(out / "metrics.json", metrics)
     baselines_path = Path(baselines).resolve() if baselines else None
     card = render_card(metrics, generator, files, out.resolve(), comparison, baselines_path)

@@ -185,4 +185,4 @@ class PackageGenerator(Generator):
             "sha256": self.package.sha256,
             "config": _config_summary(manifest.get("config", {})),
         }
-        return {**super().describe(), "name": self.package.name, **extra}
+        return {**super().describe(), "name": self.package.name, "ref": self.package.ref, **extra}

@@ -5,11 +5,13 @@ All functions take uint8 images [N, H, W, C] or latents [N, D] as numpy arrays.
 - ``sliced_wasserstein``: SWD on Laplacian-pyramid patches, as in Karras et al. (2018), "Progressive
   Growing of GANs": 7x7 patches, 128 per image per level, channel-normalized, 4 repeats x 128 random
   directions, reported x10^3 per level and on average.
-- ``mmd2_unbiased`` and ``prior_fit``: how well encoded images match the prior (MMD^2 with a Gaussian
-  kernel and a permutation-test p-value, plus a per-dimension Kolmogorov-Smirnov statistic).
+- ``mmd2_unbiased``, ``mmd2_permutation_test`` and ``prior_fit``: how well encoded images match the prior,
+  given samples of it, whatever its kind (MMD^2 with a Gaussian kernel and a permutation-test p-value, plus a
+  per-dimension Kolmogorov-Smirnov statistic against ``prior_marginals``); ``gaussian_prior_fit`` for N(0, s^2 I).
 - ``data_copying``: the Meehan et al. (2020) test: generated-to-train nearest-neighbour distances
   against held-out-to-train ones; a strongly negative z means the model copies its training set.
 - ``near_duplicate_rate``: the fraction of samples with a neighbour closer than the uniqueness threshold.
+- ``interpolation_swd``: the SWD of decoded midpoints of latent pairs against that of their endpoints.
 """
 
 from __future__ import annotations

@@ -8,8 +8,12 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from synthgen import __version__
+
+if TYPE_CHECKING:
+    from aae.evaluate import EvalSizes
 
 log = logging.getLogger("synthgen")
 
@@ -150,6 +154,85 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval_sizes(args: argparse.Namespace) -> EvalSizes:
+    from aae.evaluate import EvalSizes
+
+    return EvalSizes(
+        swd=args.samples,
+        duplicates=args.duplicates,
+        prior_codes=args.prior_codes,
+        permutations=args.permutations,
+        pairs=args.pairs,
+        train_neighbours=args.train_neighbours,
+        patches=args.patches,
+        seed=args.seed,
+    )
+
+
+def _evaluate_compare(args: argparse.Namespace) -> int:
+    from aae.compare import CompareOptions, compare
+
+    if args.model or args.checkpoint or args.baselines:
+        raise ValueError("--compare trains its own models: it takes no MODEL, --checkpoint or --baselines")
+    options = CompareOptions(
+        out=args.out or CompareOptions.out,
+        runs_dir=args.runs_dir,
+        count=args.count,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        image_size=args.image_size,
+        latent_dim=args.latent_dim,
+        base_width=args.base_width,
+        max_steps=args.max_steps,
+        threads=args.threads,
+        cache_dir=args.cache_dir,
+        held_out=args.held_out,
+        kinds=tuple(args.kinds.split(",")),
+        sizes=_eval_sizes(args),
+    )
+    result = compare(options)
+    from aae.card import compare_table, duration
+
+    _say(compare_table(result["table"]))
+    _say(f"comparison: {Path(options.out) / 'compare.md'} and compare.json (in {duration(result['seconds'])})")
+    return 0
+
+
+def _resolve_model(model: str) -> Path:
+    """A package folder, a model name under the models directory, or a checkpoint file."""
+    path = Path(model)
+    if path.exists():
+        return path
+    from service.settings import get_settings
+
+    named = Path(get_settings().models_dir) / model
+    if named.is_dir():
+        return named
+    raise FileNotFoundError(f"{model}: neither a model package folder, a model name under models/, nor a checkpoint")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Metrics and a model card for one model, or (--compare) the AE / VAE / AAE comparison."""
+    if args.compare:
+        return _evaluate_compare(args)
+    if not args.model:
+        raise ValueError("expected: synthgen evaluate MODEL [--checkpoint CKPT] (or: synthgen evaluate --compare)")
+    from aae.card import compare_line, duration, summary_row
+    from aae.evaluate import evaluate_into
+    from aae.generators import CheckpointGenerator, Generator, PackageGenerator
+
+    path = _resolve_model(args.model)
+    generator: Generator
+    if path.is_file():
+        generator, out = CheckpointGenerator(path), Path(args.out or path.parent)
+    else:
+        generator, out = PackageGenerator(path, args.checkpoint), Path(args.out or path)
+    metrics = evaluate_into(generator, out, _eval_sizes(args), args.held_out, args.cache_dir, args.baselines)
+    _say(compare_line(summary_row(metrics), metrics["model"]["name"]))
+    _say(f"model card: {out / 'card.md'} and metrics.json (in {duration(metrics['timing']['total'])})")
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from service.serve import serve
 
@@ -162,6 +245,45 @@ def cmd_health(args: argparse.Namespace) -> int:
     ok, message = check_worker_health(args.max_age, args.name)
     _say(message)
     return 0 if ok else 1
+
+
+def _add_evaluate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        help="metrics and a model card (card.md, metrics.json, grids) for a model; --compare: AE vs VAE vs AAE",
+        description="Write card.md, metrics.json and PNG grids into a model package (needs the 'train' extra).",
+    )
+    p.add_argument("model", nargs="?", help="a package folder, a model name under models/, or a checkpoint .pt")
+    p.add_argument(
+        "--checkpoint", default=None, help="the package's torch checkpoint: its encoder, when there is no encoder.onnx"
+    )
+    p.add_argument("--held-out", default=None, metavar="FOLDER", help="real images never seen in training (default: see docs)")
+    p.add_argument("--baselines", default=None, metavar="COMPARE_JSON", help="put this comparison on the card")
+    p.add_argument(
+        "--out", default=None, help="where to write (default: the package folder; with --compare: bench/results/compare)"
+    )
+    p.add_argument("--cache-dir", default="cache")
+    p.add_argument("--samples", type=_positive_int, default=2048, help="samples vs held-out faces for the SWD (and floor sets)")
+    p.add_argument("--duplicates", type=_positive_int, default=10000, help="samples for the near-duplicate rate")
+    p.add_argument("--prior-codes", type=_positive_int, default=1000, help="encoded held-out faces for the prior fit")
+    p.add_argument("--permutations", type=_positive_int, default=200, help="of the MMD permutation test")
+    p.add_argument("--pairs", type=_positive_int, default=512, help="latent pairs for the interpolation SWD")
+    p.add_argument("--train-neighbours", type=_positive_int, default=5000, help="training faces searched (memorization)")
+    p.add_argument("--patches", type=_positive_int, default=128, help="SWD patches per image and level")
+    p.add_argument("--seed", type=int, default=0)
+    g = p.add_argument_group("--compare: train the AE, VAE and AAE with one budget and compare them")
+    g.add_argument("--compare", action="store_true")
+    g.add_argument("--kinds", default="ae,vae,aae")
+    g.add_argument("--count", type=_positive_int, default=10000, help="avatars to train on")
+    g.add_argument("--epochs", type=_positive_int, default=3)
+    g.add_argument("--batch-size", type=_positive_int, default=64)
+    g.add_argument("--image-size", type=int, default=64, choices=[32, 64, 128])
+    g.add_argument("--latent-dim", type=_positive_int, default=32)
+    g.add_argument("--base-width", type=_positive_int, default=48)
+    g.add_argument("--max-steps", type=_positive_int, default=None)
+    g.add_argument("--threads", type=_positive_int, default=None)
+    g.add_argument("--runs-dir", default="runs/compare", help="checkpoints and per-kind cards")
+    p.set_defaults(func=cmd_evaluate)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -235,6 +357,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--server", default=None, help="ask a synthgen server instead of running the model here")
     p.add_argument("--api-key", default=None)
     p.set_defaults(func=cmd_interpolate)
+
+    _add_evaluate(sub)
 
     p = sub.add_parser("serve", help="run the HTTP API and/or a worker")
     p.add_argument("--role", default="all", choices=["all", "api", "worker"])
