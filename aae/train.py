@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 from tqdm import tqdm
 
 from aae.data import image_grid, load_dataset
@@ -210,6 +211,32 @@ class LossWindow:
         return means
 
 
+@torch.no_grad()
+def recalibrate_batchnorm(model: AAE, data: torch.Tensor, batches: int = 50, batch_size: int = 64) -> None:
+    """Precise BatchNorm statistics (Wu & Johnson, 2021, "Rethinking Batch in BatchNorm").
+
+    During training, each BatchNorm's running mean and variance is an exponential average over the
+    last few dozen batches, taken while the weights (and so the codes) kept moving. Inference uses
+    those statistics, so they lag behind the final weights. With the weights fixed, this re-estimates
+    them as a plain average over ``batches`` training batches on the reconstruction path.
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # a cumulative average
+    was_training = model.training
+    model.train()
+    device = next(model.parameters()).device
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(batches):
+        idx = torch.randint(0, data.shape[0], (min(batch_size, data.shape[0]),), generator=generator)
+        model.decoder(model.encoder(data[idx.to(data.device)].to(device).float().div_(255)))
+    for norm, momentum in zip(norms, momenta, strict=True):
+        norm.momentum = momentum
+    model.train(was_training)
+
+
 def _load_tensors(options: TrainOptions, device: torch.device) -> torch.Tensor:
     config = options.config
     images = load_dataset(options.data, options.count, config.image_size, options.data_seed, options.cache_dir)
@@ -260,6 +287,7 @@ def train(options: TrainOptions) -> Path:
                     log_file.write(json.dumps(record) + "\n")
                     log_file.flush()
                     bar.set_postfix({k: f"{v:.4f}" for k, v in last.items() if k in ("reconstruction", "disc_accuracy", "kl")})
+            recalibrate_batchnorm(trainer.model, data, batch_size=options.batch_size)
             save_sample_grid(trainer.model, fixed_z, out / f"samples_epoch{epoch:03d}.png")
             summary = _summary(options, N, step, epoch + 1, time.monotonic() - started, last)
             save_checkpoint(out / f"checkpoint_epoch{epoch:03d}.pt", trainer.model, summary, options)

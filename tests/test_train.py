@@ -158,3 +158,25 @@ def test_cli_trains_on_a_folder_of_photos_and_on_lfw(source: str, tmp_path: Path
     model, checkpoint = load_checkpoint(str(out / "checkpoint.pt"))
     assert checkpoint["summary"]["images"] == 20 and checkpoint["summary"]["steps"] == 2
     assert checkpoint["summary"]["data"] == data and model.config.image_size == 32
+
+
+def test_recalibrated_batchnorm_makes_inference_match_training_statistics() -> None:
+    from aae.train import recalibrate_batchnorm
+
+    torch.manual_seed(0)
+    model = AAE(AAEConfig(image_size=32, latent_dim=8, base_width=8, disc_hidden=16))
+    data = torch.from_numpy(avatar_faces(128, seed=0, size=32, progress=False)).permute(0, 3, 1, 2).contiguous()
+    x = data.float() / 255
+    for module in model.modules():  # stale statistics, as a moving target leaves them
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.running_mean.add_(3.0)
+    model.train()
+    with torch.no_grad():
+        batch_stats = model(x)  # what training sees
+    model.eval()
+    stale = (model(x) - batch_stats).abs().mean().item()
+    recalibrate_batchnorm(model, data, batches=20, batch_size=128)
+    assert not model.training
+    precise = (model(x) - batch_stats).abs().mean().item()
+    assert precise < 0.1 * stale, (stale, precise)
+    assert all(m.momentum == 0.1 for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm))
