@@ -1,6 +1,7 @@
 """Admission control: refuse new work (429 with Retry-After) when the queue or the result store is full.
 
-The budgets are soft: two jobs admitted at the same instant can overshoot by one job. Retry-After is
+The budgets are soft: jobs admitted at the same instant each see the room left before any of them,
+so the queue can overshoot by one job per concurrent request (bench/bench_overload.py measures it). Retry-After is
 computed from the measured drain rate (images completed per second over the last minute), or, for the
 result store, from when the next stored results expire.
 """

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -35,6 +36,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         401: "Missing or invalid API key",
         403: "A read-only API key asked to create or cancel work",
         404: "Not found",
+        408: "The request body did not arrive in time",
         409: "Conflict",
         413: "Too large",
         422: "Invalid request",
@@ -67,7 +69,7 @@ def create_app(settings: Settings | None = None, with_worker: bool = True, regis
     app.dependency_overrides[get_settings] = lambda: settings
     install_error_handlers(app)
     _install_metrics_middleware(app)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, timeout_s=settings.body_timeout_s)
     origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
     if origins:
         app.add_middleware(
@@ -86,11 +88,14 @@ def create_app(settings: Settings | None = None, with_worker: bool = True, regis
 
 
 class BodySizeLimit:
-    """Refuse request bodies over ``max_bytes`` with 413, whether or not they declare a Content-Length."""
+    """Read the whole request body before the app sees it, and answer 413 when it is over ``max_bytes``
+    (declared in Content-Length or not) and 408 when it takes longer than ``timeout_s`` to arrive, so a
+    slow client cannot hold a request open. Bodies are small (64 KiB by default), so holding one costs little."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, timeout_s: float = 30.0) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.timeout_s = timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -98,32 +103,71 @@ class BodySizeLimit:
             return
         declared = dict(scope.get("headers", [])).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._refuse(scope, receive, send)
+            await self._too_large(scope, receive, send)
             return
-        seen = 0
-
-        async def limited() -> Message:
-            nonlocal seen
-            message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.max_bytes:
-                raise _TooLarge
-            return message
-
+        reading = _BodyReader(self.max_bytes)
         try:
-            await self.app(scope, limited, send)
-        except _TooLarge:
-            await self._refuse(scope, receive, send)
+            body = await asyncio.wait_for(reading.read(receive), self.timeout_s)
+        except TimeoutError:
+            if not reading.too_large:
+                response = error_response(
+                    408, "request_timeout", f"the request body did not arrive within {self.timeout_s:g} s",
+                    {"timeout_s": self.timeout_s}, headers={"Connection": "close"},
+                )  # fmt: skip
+                await response(scope, receive, send)
+                return
+            body = None
+        if reading.too_large:
+            await self._too_large(scope, receive, send)
+            return
+        if body is None:
+            return  # the client went away before its body was complete: there is no one to answer
+        replayed = False
 
-    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()  # after the body: waits for a disconnect, with no deadline
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
         response = error_response(
-            413, "too_large", f"request bodies are limited to {self.max_bytes} bytes", {"max_bytes": self.max_bytes}
-        )
+            413, "too_large", f"request bodies are limited to {self.max_bytes} bytes", {"max_bytes": self.max_bytes},
+            headers={"Connection": "close"},
+        )  # fmt: skip
         await response(scope, receive, send)
 
 
-class _TooLarge(Exception):
-    pass
+class _BodyReader:
+    """Reads a request body whole. Past ``max_bytes`` it keeps reading, and dropping, up to DRAIN_BYTES
+    more, so that the client, still sending, can read the 413 rather than a connection reset."""
+
+    DRAIN_BYTES = 1 << 20
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.too_large = False
+
+    async def read(self, receive: Receive) -> bytes | None:
+        """The body, or None when the client disconnected first or the body is too large."""
+        parts: list[bytes] = []
+        seen = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return None
+            part = message.get("body", b"")
+            seen += len(part)
+            if seen > self.max_bytes:
+                self.too_large = True
+                parts.clear()
+            else:
+                parts.append(part)
+            if not message.get("more_body", False) or seen > self.max_bytes + self.DRAIN_BYTES:
+                return None if self.too_large else b"".join(parts)
 
 
 def _install_metrics_middleware(app: FastAPI) -> None:

@@ -8,8 +8,10 @@ renames it into place, so a reader never sees a partial chunk, even after a cras
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
+import secrets
 import shutil
 import time
 from pathlib import Path
@@ -51,20 +53,14 @@ class DirectoryResultStore:
 
     def _write_sync(self, job_id: str, chunk: int, tar: bytes, expires_at: float) -> None:
         path = self._path(job_id, chunk)
-        path.parent.mkdir(exist_ok=True)
-        expiry = path.parent / self.EXPIRY_FILE
-        if not expiry.exists():
-            expiry.write_text(f"{expires_at:.0f}\n")
-        tmp = path.with_suffix(f".tmp.{os.getpid()}")
-        try:
-            with open(tmp, "wb") as f:
-                f.write(tar)
-                f.flush()
-                os.fsync(f.fileno())
-            tmp.replace(path)
+        try:  # every write, the job's folder and expiry file included, can meet a full disk
+            path.parent.mkdir(exist_ok=True)
+            expiry = path.parent / self.EXPIRY_FILE
+            if not expiry.exists():
+                _write_atomically(expiry, f"{expires_at:.0f}\n".encode())
+            _write_atomically(path, tar)
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
-            if exc.errno in (28, 122):  # ENOSPC, EDQUOT
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise ResultStoreFull(exc.errno, f"result directory {self.root} is full: {exc.strerror}") from exc
             raise
 
@@ -95,6 +91,20 @@ class DirectoryResultStore:
     async def sweep(self, now: float | None = None) -> int:
         """Remove the folders of expired jobs; returns how many."""
         return await asyncio.to_thread(self._sweep_sync, time.time() if now is None else now)
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    """Write under a temporary name, fsync, then rename: the file is whole or absent, never partial."""
+    tmp = path.with_name(f"{path.name}.tmp.{os.getpid()}.{secrets.token_hex(4)}")  # unique: chunks are written in parallel
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 ResultStore = RedisResultStore | DirectoryResultStore

@@ -58,6 +58,7 @@ class Settings(BaseSettings):
     quota_images_per_day: int = Field(default=0, ge=0)  # per key; 0: unlimited
     quota_concurrent_jobs: int = Field(default=0, ge=0)  # per key; 0: unlimited
     max_body_bytes: int = Field(default=65_536, ge=1024)
+    body_timeout_s: float = Field(default=30.0, gt=0)  # a request body slower than this gets 408
     cors_origins: str = ""  # comma-separated origins allowed to call the API from a browser; "*" for any
 
     host: str = "127.0.0.1"

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import uvicorn
 from fastapi.testclient import TestClient
 
+from bench.harness import LiveService
 from service.api import create_app
 from service.embedded_redis import EmbeddedRedis
 from service.settings import Settings
@@ -116,3 +121,57 @@ def worker_processes(redis_url: str, tiny_models_dir: Path) -> Iterator[Callable
         if process.poll() is None:
             process.kill()
         process.wait(10)
+
+
+@pytest.fixture
+def live_service(tiny_models_dir: Path, tmp_path: Path) -> Iterator[Callable[..., LiveService]]:
+    """Start real deployments: a redis-server, a `synthgen serve --role api` process and worker processes,
+    on the tiny model, with small chunks; each process logs to a file under the test's tmp_path."""
+    started: list[LiveService] = []
+
+    def start(workers: int = 1, appendonly: bool = False, log_level: str = "WARNING", **env: str) -> LiveService:
+        values = {
+            "SYNTHGEN_MODELS_DIR": str(tiny_models_dir),
+            "SYNTHGEN_DEFAULT_MODEL": "tiny",
+            "SYNTHGEN_VISIBILITY_TIMEOUT_S": "1",
+            "SYNTHGEN_BATCH_SIZE": "32",
+            "SYNTHGEN_CHUNK_SIZE": "50",
+            **env,
+        }
+        log_dir = tmp_path / f"live-{len(started)}"
+        service = LiveService(values, workers=workers, appendonly=appendonly, log_dir=log_dir, log_level=log_level)
+        started.append(service)
+        return service
+
+    yield start
+    for service in started:
+        service.close()
+
+
+@pytest.fixture
+def live_app(redis_url: str, tiny_models_dir: Path) -> Iterator[Callable[..., str]]:
+    """Serve real apps with uvicorn on a free port of 127.0.0.1, in a thread; returns the base URL."""
+    running: list[tuple[uvicorn.Server, threading.Thread, socket.socket]] = []
+
+    def start(with_worker: bool = True, **overrides: Any) -> str:
+        values: dict[str, Any] = {"redis_url": redis_url, "models_dir": tiny_models_dir, "default_model": "tiny", **overrides}
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        config = uvicorn.Config(
+            create_app(Settings(**values), with_worker=with_worker), log_level="warning", log_config=None, ws="none"
+        )
+        server = uvicorn.Server(config)
+        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+        thread.start()
+        running.append((server, thread, sock))
+        deadline = time.monotonic() + 30
+        while not server.started:
+            assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.01)
+        return f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+    yield start
+    for server, thread, sock in running:
+        server.should_exit = True
+        thread.join(30)
+        sock.close()
