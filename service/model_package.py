@@ -113,6 +113,9 @@ def _read_manifest(path: Path) -> dict[str, Any]:
     if error is not None:
         where = "/".join(str(p) for p in error.absolute_path) or "(top level)"
         raise ModelPackageError(f"{manifest_path}: does not match the manifest schema at {where}: {error.message}")
+    means = manifest["prior"].get("means") if manifest["prior"]["kind"] == "mixture" else None
+    if means is not None and any(len(mean) != manifest["latent_dim"] for mean in means):
+        raise ModelPackageError(f"{manifest_path}: every prior mean must have latent_dim={manifest['latent_dim']} values")
     return manifest
 
 

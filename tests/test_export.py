@@ -211,3 +211,32 @@ def test_export_ships_a_privacy_index(tiny_checkpoint: Path, tmp_path: Path) -> 
     assert "train_index.npz" in package.manifest["files"]
     index = ModelRegistry.from_directory(tmp_path / "models", "tiny").default.training_index()
     assert index is not None and index.thumbs.shape == (64, 8 * 8 * 3)
+
+
+def test_a_mixture_prior_model_exports_and_serves_its_prior(tmp_path: Path) -> None:
+    from aae.train import TrainOptions, train
+
+    prior = {"kind": "mixture", "components": 3, "radius": 4.0, "std": 0.3}
+    config = AAEConfig(image_size=32, latent_dim=4, base_width=8, disc_hidden=16, prior=prior)
+    options = TrainOptions(
+        count=32,
+        epochs=1,
+        batch_size=16,
+        max_steps=2,
+        out_dir=str(tmp_path / "run"),
+        cache_dir=str(tmp_path / "c"),
+        config=config,
+    )
+    export_package(train(options), tmp_path / "models" / "mix", with_encoder=False)
+    model = ModelRegistry.from_directory(tmp_path / "models", "mix").default
+    means = np.asarray(model.package.manifest["prior"]["means"])
+    assert means.shape == (3, 4)
+    z = model.latents(7, np.arange(300))
+    assert np.linalg.norm(z[:, None] - means[None], axis=2).min(axis=1).max() < 0.3 * 5  # every z near a mean
+    assert model.generate(7, np.arange(4)).shape == (4, 32, 32, 3)
+    manifest_path = tmp_path / "models" / "mix" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    del manifest["prior"]["means"]  # a mixture the service could not sample
+    manifest_path.write_text(json.dumps(manifest))
+    with pytest.raises(ModelPackageError, match="prior"):
+        load_package(tmp_path / "models" / "mix")
