@@ -109,6 +109,10 @@ COMPARE_HEADER = (
 )
 
 
+# runs of the comparison whose name says more than their kind (see aae/compare.py, VARIANTS)
+ROW_LABELS = {"ae-raw": "AE (plain linear codes)", "ae": "AE (normalized codes)"}
+
+
 def compare_line(row: dict[str, Any], label: str | None = None) -> str:
     fit = "n/a" if row["mmd2"] is None else f"{_g(row['mmd2'])} (p = {_g(row['p_value'])})"
     ks = "n/a" if row["ks_max"] is None else f"{row['ks_max']:.3f} ({row['ks_critical']:.3f})"
@@ -116,7 +120,7 @@ def compare_line(row: dict[str, Any], label: str | None = None) -> str:
     seconds = row.get("training_seconds")
     training = "n/a" if seconds is None else f"{_n(row.get('training_steps'))} steps, {duration(seconds)}"
     cells = [
-        label or row["kind"].upper(),
+        label or ROW_LABELS.get(row["name"], row["kind"].upper()),
         _f(row["sample_swd"]),
         _f(row["floor_swd"]),
         fit,

@@ -7,6 +7,7 @@ which ``synthgen evaluate MODEL --baselines OUT/compare.json`` puts on a model's
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import asdict, dataclass, field
@@ -22,6 +23,19 @@ from aae.model import MODEL_KINDS, AAEConfig
 from aae.train import TrainOptions, train
 
 log = logging.getLogger(__name__)
+
+# Runs that are a kind with another option: "ae-raw" is the textbook plain autoencoder, whose code layer is
+# linear, without the normalization to the prior's moments that the AE and the AAE share by default.
+VARIANTS: dict[str, tuple[str, bool]] = {"ae-raw": ("ae", False)}
+
+
+def variant(name: str) -> tuple[str, bool]:
+    """(model kind, normalize_codes) of a run name of the comparison."""
+    kind, normalize = VARIANTS.get(name, (name, True))
+    if kind not in MODEL_KINDS:
+        choices = ", ".join([*MODEL_KINDS, *VARIANTS])
+        raise ValueError(f"unknown model kind {name!r}; expected some of {choices}")
+    return kind, normalize
 
 
 @dataclass
@@ -43,13 +57,19 @@ class CompareOptions:
     threads: int | None = None
     cache_dir: str = "cache"
     held_out: str | None = None
-    kinds: tuple[str, ...] = ("ae", "vae", "aae")
+    kinds: tuple[str, ...] = ("ae-raw", "ae", "vae", "aae")
+    reuse: bool = False  # keep a run whose checkpoint and metrics.json already exist for this budget
     sizes: EvalSizes = field(default_factory=EvalSizes)
 
-    def train_options(self, kind: str) -> TrainOptions:
-        if kind not in MODEL_KINDS:
-            raise ValueError(f"unknown model kind {kind!r}; expected some of {', '.join(MODEL_KINDS)}")
-        config = AAEConfig(image_size=self.image_size, latent_dim=self.latent_dim, base_width=self.base_width, kind=kind)
+    def train_options(self, name: str) -> TrainOptions:
+        kind, normalize = variant(name)
+        config = AAEConfig(
+            image_size=self.image_size,
+            latent_dim=self.latent_dim,
+            base_width=self.base_width,
+            kind=kind,
+            normalize_codes=normalize,
+        )
         return TrainOptions(
             data=self.data,
             count=self.count,
@@ -57,7 +77,7 @@ class CompareOptions:
             batch_size=self.batch_size,
             seed=self.seed,
             data_seed=self.data_seed,
-            out_dir=str(Path(self.runs_dir) / kind),
+            out_dir=str(Path(self.runs_dir) / name),
             cache_dir=self.cache_dir,
             max_steps=self.max_steps,
             threads=self.threads,
@@ -80,12 +100,28 @@ class CompareOptions:
         return {k: v for k, v in asdict(self).items() if k in keep}
 
 
-def _train_and_evaluate(options: CompareOptions, kind: str) -> tuple[dict[str, Any], CheckpointGenerator]:
-    run = Path(options.runs_dir) / kind
+def _reusable(options: CompareOptions, run: Path) -> dict[str, Any] | None:
+    """The metrics of an earlier run of this budget, when ``reuse`` is on and they match it."""
+    if not (options.reuse and (run / "metrics.json").is_file() and (run / "checkpoint.pt").is_file()):
+        return None
+    metrics: dict[str, Any] = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
+    training = metrics.get("training", {})
+    same = training.get("images") == options.count and training.get("epochs") == options.epochs
+    return metrics if same and metrics.get("sizes") == asdict(options.sizes) else None
+
+
+def _train_and_evaluate(options: CompareOptions, name: str) -> tuple[dict[str, Any], CheckpointGenerator]:
+    run = Path(options.runs_dir) / name
+    earlier = _reusable(options, run)
+    if earlier is not None:
+        log.info("compare: reusing %s (its checkpoint and metrics.json match this budget)", run)
+        generator = CheckpointGenerator(run / "checkpoint.pt")
+        generator.name = name
+        return earlier, generator
     (run / "losses.jsonl").unlink(missing_ok=True)  # a fresh log: train() appends
-    checkpoint = train(options.train_options(kind))
+    checkpoint = train(options.train_options(name))
     generator = CheckpointGenerator(checkpoint)
-    generator.name = kind
+    generator.name = name
     metrics = evaluate_into(generator, run, options.sizes, options.held_out, options.cache_dir)
     return metrics, generator
 
@@ -105,11 +141,14 @@ def _normalization_note(result: dict[str, Any]) -> str:
     config = result["runs"].get("ae", {}).get("model", {}).get("config", {})
     if not config.get("normalize_codes"):
         return ""
-    return (
+    note = (
         "\n\nThe AE's and the AAE's codes both end in the normalization fixed to the prior's per-dimension mean and "
         "std (`normalize_codes`), so the AE's codes already have the prior's first two moments: what the adversarial "
         "regularization adds is the rest of the shape of q(z)."
     )
+    if "ae-raw" in result["runs"]:
+        note += " The plain AE (`ae-raw`) has a linear code layer, as in the textbook autoencoder: nothing at all ties its codes to the prior."
+    return note
 
 
 def _markdown(result: dict[str, Any]) -> str:

@@ -229,8 +229,9 @@ def recalibrate_batchnorm(model: AAE, data: torch.Tensor, batches: int = 50, bat
     model.train()
     device = next(model.parameters()).device
     generator = torch.Generator().manual_seed(0)
-    for _ in range(batches):
-        idx = torch.randint(0, data.shape[0], (min(batch_size, data.shape[0]),), generator=generator)
+    batch_size = min(batch_size, data.shape[0])
+    for _ in range(min(batches, 2 * math.ceil(data.shape[0] / batch_size))):  # at most twice over a small set
+        idx = torch.randint(0, data.shape[0], (batch_size,), generator=generator)
         model.decoder(model.encoder(data[idx.to(data.device)].to(device).float().div_(255)))
     for norm, momentum in zip(norms, momenta, strict=True):
         norm.momentum = momentum

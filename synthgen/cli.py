@@ -188,6 +188,7 @@ def _evaluate_compare(args: argparse.Namespace) -> int:
         cache_dir=args.cache_dir,
         held_out=args.held_out,
         kinds=tuple(args.kinds.split(",")),
+        reuse=args.reuse,
         sizes=_eval_sizes(args),
     )
     result = compare(options)
@@ -273,7 +274,8 @@ def _add_evaluate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p.add_argument("--seed", type=int, default=0)
     g = p.add_argument_group("--compare: train the AE, VAE and AAE with one budget and compare them")
     g.add_argument("--compare", action="store_true")
-    g.add_argument("--kinds", default="ae,vae,aae")
+    g.add_argument("--kinds", default="ae-raw,ae,vae,aae", help="ae-raw: the AE with a plain linear code layer")
+    g.add_argument("--reuse", action="store_true", help="keep runs whose checkpoint and metrics match this budget")
     g.add_argument("--count", type=_positive_int, default=10000, help="avatars to train on")
     g.add_argument("--epochs", type=_positive_int, default=3)
     g.add_argument("--batch-size", type=_positive_int, default=64)

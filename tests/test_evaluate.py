@@ -135,23 +135,32 @@ def test_an_encoderless_package_reports_encoder_metrics_as_unavailable(
     assert "not the checkpoint bare@1 was exported from" in capsys.readouterr().err
 
 
-def test_compare_with_a_tiny_budget_makes_a_three_row_table(tiny_models_dir: Path, tmp_path: Path, cache: Path) -> None:
+def test_compare_with_a_tiny_budget_makes_a_table_of_every_kind(tiny_models_dir: Path, tmp_path: Path, cache: Path) -> None:
     out, runs = tmp_path / "compare", tmp_path / "runs"
     budget = ["--image-size", "32", "--count", "64", "--max-steps", "3", "--batch-size", "16", "--latent-dim", "8"]
     budget += ["--base-width", "8", "--out", str(out), "--runs-dir", str(runs), "--cache-dir", str(cache)]
     assert main(["evaluate", "--compare", *budget, *TINY]) == 0
 
     result = json.loads((out / "compare.json").read_text())
-    assert [row["kind"] for row in result["table"]] == ["ae", "vae", "aae"]
+    assert [row["kind"] for row in result["table"]] == ["ae", "ae", "vae", "aae"]
     assert {row["training_steps"] for row in result["table"]} == {3}  # the same budget for every kind
     assert len({row["floor_swd"] for row in result["table"]}) == 1  # the same held-out faces
-    for kind in ("ae", "vae", "aae"):
-        assert result["runs"][kind]["model"]["kind"] == kind
-        assert (runs / kind / "card.md").is_file() and (runs / kind / "checkpoint.pt").is_file()
+    for name, kind in (("ae-raw", "ae"), ("ae", "ae"), ("vae", "vae"), ("aae", "aae")):
+        assert result["runs"][name]["model"]["kind"] == kind
+        assert (runs / name / "card.md").is_file() and (runs / name / "checkpoint.pt").is_file()
+    assert result["runs"]["ae-raw"]["model"]["config"]["normalize_codes"] is False
+    assert result["runs"]["ae"]["model"]["config"]["normalize_codes"] is True
     assert result["runs"]["vae"]["prior_fit"]["codes_are"] == "posterior samples z ~ q(z|x)"
     table = [line for line in (out / "compare.md").read_text().splitlines() if line.startswith("| ")]
-    assert [line.split(" | ")[0] for line in table[1:]] == ["| AE", "| VAE", "| AAE"]
-    assert _size(out / "compare_samples.png") == (8 * 34 + 2, 3 * 34 + 2)  # a row per kind
+    labels = ["| AE (plain linear codes)", "| AE (normalized codes)", "| VAE", "| AAE"]
+    assert [line.split(" | ")[0] for line in table[1:]] == labels
+    assert _size(out / "compare_samples.png") == (8 * 34 + 2, 4 * 34 + 2)  # a row per kind
+
+    # --reuse keeps runs of the same budget instead of training them again
+    trained = (runs / "aae" / "checkpoint.pt").stat().st_mtime_ns
+    assert main(["evaluate", "--compare", "--reuse", *budget, *TINY]) == 0
+    assert (runs / "aae" / "checkpoint.pt").stat().st_mtime_ns == trained
+    assert json.loads((out / "compare.json").read_text())["table"] == result["table"]
 
     # the comparison on a package's card, next to the model's own row
     package = _package_copy(tiny_models_dir, tmp_path)
@@ -160,7 +169,7 @@ def test_compare_with_a_tiny_budget_makes_a_three_row_table(tiny_models_dir: Pat
     card = (package / "card.md").read_text()
     assert "## Comparison with the AE and VAE baselines" in card and "64 `avatars` images at 32px" in card
     rows = [line.split(" | ")[0] for line in card.splitlines() if line.startswith("| ") and "SWD" not in line]
-    assert rows[-4:] == ["| **this model** (tiny)", "| AE", "| VAE", "| AAE"]
+    assert rows[-5:] == ["| **this model** (tiny)", *labels]
 
 
 def test_evaluate_errors_are_one_clear_line(tiny_models_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
