@@ -40,7 +40,7 @@ def variant(name: str) -> tuple[str, bool]:
 
 @dataclass
 class CompareOptions:
-    """The shared budget. The defaults take about 15 minutes on 2 CPU cores (64px, 10,000 avatars, 3 epochs)."""
+    """The shared budget. The defaults take about 30 minutes on 2 CPU cores (64px, 10,000 avatars, 3 epochs, 4 runs)."""
 
     out: str = "bench/results/compare"  # compare.json, compare.md and the side-by-side pictures
     runs_dir: str = "runs/compare"  # one training run (checkpoint, losses, card) per kind
