@@ -106,7 +106,13 @@ def _reusable(options: CompareOptions, run: Path) -> dict[str, Any] | None:
         return None
     metrics: dict[str, Any] = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
     training = metrics.get("training", {})
-    same = training.get("images") == options.count and training.get("epochs") == options.epochs
+    steps = options.epochs * (options.count // options.batch_size)
+    steps = steps if options.max_steps is None else min(steps, options.max_steps)
+    same = (training.get("images"), training.get("batch_size"), training.get("steps")) == (
+        options.count,
+        options.batch_size,
+        steps,
+    )
     return metrics if same and metrics.get("sizes") == asdict(options.sizes) else None
 
 
