@@ -93,6 +93,11 @@ def test_sigkill_a_worker_mid_job_again_and_again(
             at = int(count * rng.uniform(0.1, 0.6))
             wait_job(http, job["id"], lambda j, at=at: j["done"] >= at)
             victim, held = _busiest_worker(service, client, rng)
+            for _ in range(100):  # between two reads a worker may hold nothing: kill one that holds work
+                if held:
+                    break
+                time.sleep(0.01)
+                victim, held = _busiest_worker(service, client, rng)
             redeliveries = int(client.get(K.REDELIVERIES_KEY) or 0)
             service.kill_worker(victim)
             done_at_kill = http.get(f"/v1/jobs/{job['id']}").json()["done"]
