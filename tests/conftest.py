@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import uvicorn
 from fastapi.testclient import TestClient
+from starlette.types import ASGIApp
 
 from bench.harness import LiveService
 from service.api import create_app
@@ -149,17 +150,15 @@ def live_service(tiny_models_dir: Path, tmp_path: Path) -> Iterator[Callable[...
 
 
 @pytest.fixture
-def live_app(redis_url: str, tiny_models_dir: Path) -> Iterator[Callable[..., str]]:
-    """Serve real apps with uvicorn on a free port of 127.0.0.1, in a thread; returns the base URL."""
+def uvicorn_thread() -> Iterator[Callable[[ASGIApp], str]]:
+    """Serve ASGI apps with uvicorn on a free port of 127.0.0.1, each in a thread; returns the base URL.
+    Every server is stopped afterwards."""
     running: list[tuple[uvicorn.Server, threading.Thread, socket.socket]] = []
 
-    def start(with_worker: bool = True, **overrides: Any) -> str:
-        values: dict[str, Any] = {"redis_url": redis_url, "models_dir": tiny_models_dir, "default_model": "tiny", **overrides}
+    def start(app: ASGIApp) -> str:
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
-        config = uvicorn.Config(
-            create_app(Settings(**values), with_worker=with_worker), log_level="warning", log_config=None, ws="none"
-        )
+        config = uvicorn.Config(app, log_level="warning", log_config=None, ws="none", lifespan="on")
         server = uvicorn.Server(config)
         thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
         thread.start()
@@ -175,3 +174,14 @@ def live_app(redis_url: str, tiny_models_dir: Path) -> Iterator[Callable[..., st
         server.should_exit = True
         thread.join(30)
         sock.close()
+
+
+@pytest.fixture
+def live_app(redis_url: str, tiny_models_dir: Path, uvicorn_thread: Callable[[ASGIApp], str]) -> Callable[..., str]:
+    """Real apps served by uvicorn on 127.0.0.1, in a thread; returns the base URL."""
+
+    def start(with_worker: bool = True, **overrides: Any) -> str:
+        values: dict[str, Any] = {"redis_url": redis_url, "models_dir": tiny_models_dir, "default_model": "tiny", **overrides}
+        return uvicorn_thread(create_app(Settings(**values), with_worker=with_worker))
+
+    return start

@@ -7,9 +7,6 @@ import asyncio
 import io
 import json
 import socket
-import tarfile
-import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,8 +16,8 @@ from urllib.parse import parse_qsl
 import httpx
 import pytest
 import redis
-import uvicorn
 
+from bench.harness import tar_names
 from service import constants as K
 from service.api import create_app
 from service.settings import Settings
@@ -77,9 +74,8 @@ def _recording(app: ASGIApp, seen: list[Seen]) -> ASGIApp:
 
 
 @pytest.fixture
-def serve(redis_url: str, tiny_models_dir: Path) -> Iterator[Callable[..., LiveServer]]:
+def serve(redis_url: str, tiny_models_dir: Path, uvicorn_thread: Callable[[ASGIApp], str]) -> Callable[..., LiveServer]:
     """Start real servers (uvicorn in a thread, on a free port of 127.0.0.1); all are stopped afterwards."""
-    running: list[tuple[uvicorn.Server, threading.Thread, socket.socket]] = []
 
     def start(with_worker: bool = True, **overrides: Any) -> LiveServer:
         values: dict[str, Any] = {
@@ -87,29 +83,9 @@ def serve(redis_url: str, tiny_models_dir: Path) -> Iterator[Callable[..., LiveS
         }  # fmt: skip
         seen: list[Seen] = []
         app = _recording(create_app(Settings(**values), with_worker=with_worker), seen)
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        config = uvicorn.Config(app, log_level="warning", log_config=None, ws="none", lifespan="on")
-        server = uvicorn.Server(config)
-        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-        thread.start()
-        running.append((server, thread, sock))
-        deadline = time.monotonic() + 30
-        while not server.started:
-            assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
-            time.sleep(0.01)
-        return LiveServer(f"http://127.0.0.1:{sock.getsockname()[1]}", seen)
+        return LiveServer(uvicorn_thread(app), seen)
 
-    yield start
-    for server, thread, sock in running:
-        server.should_exit = True
-        thread.join(30)
-        sock.close()
-
-
-def tar_names(data: bytes) -> list[str]:
-    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
-        return tar.getnames()
+    return start
 
 
 def sample_names(indices: range, ext: str = "png") -> list[str]:
