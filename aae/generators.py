@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from aae.model import AAE, load_checkpoint
+from aae.model import AAE, images_uint8, load_checkpoint
 from service.latents import prior_latents
 from service.model_package import ModelPackage, load_package, sha256_file
 from service.registry import LoadedModel, open_session
@@ -143,8 +143,7 @@ class CheckpointGenerator(Generator):
 
     @torch.no_grad()
     def _decode(self, z: np.ndarray) -> np.ndarray:
-        x = self.model.decoder(torch.from_numpy(z))
-        out: np.ndarray = torch.clamp(torch.round(x * 255.0), 0.0, 255.0).permute(0, 2, 3, 1).to(torch.uint8).numpy()
+        out: np.ndarray = images_uint8(self.model.decoder(torch.from_numpy(z))).numpy()
         return out
 
     def describe(self) -> dict[str, Any]:

@@ -148,6 +148,11 @@ class LatentDiscriminator(nn.Module):
         return self.net(z).squeeze(1)
 
 
+def images_uint8(x: torch.Tensor) -> torch.Tensor:
+    """Decoder output [B, C, H, W] in [0, 1] -> uint8 images [B, H, W, C], rounded as the exported graph rounds."""
+    return torch.clamp(torch.round(x * 255.0), 0.0, 255.0).permute(0, 2, 3, 1).to(torch.uint8)
+
+
 class AAE(nn.Module):
     """The networks of one config: encoder and decoder, and the discriminator when kind is "aae"."""
 

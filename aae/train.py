@@ -22,13 +22,12 @@ from torch import nn
 from tqdm import tqdm
 
 from aae.data import image_grid, load_dataset
-from aae.model import AAE, AAEConfig
+from aae.model import AAE, AAEConfig, images_uint8
 from aae.priors import build_prior
 
 log = logging.getLogger(__name__)
 
-BETAS = (0.5, 0.999)  # Adam, for the reconstruction phase
-REGULARIZATION_BETAS = (0.5, 0.999)  # Adam, for the discriminator and the encoder as generator
+BETAS = (0.5, 0.999)  # Adam, for every phase
 
 
 @dataclass
@@ -130,10 +129,8 @@ class AAETrainer(Trainer):
     def __init__(self, config: AAEConfig, options: TrainOptions, device: torch.device) -> None:
         super().__init__(config, options, device)
         m = self.model
-        self.opt_discriminator = torch.optim.Adam(
-            m.discriminator.parameters(), lr=options.lr_discriminator, betas=REGULARIZATION_BETAS
-        )
-        self.opt_generator = torch.optim.Adam(m.encoder.parameters(), lr=options.lr_generator, betas=REGULARIZATION_BETAS)
+        self.opt_discriminator = torch.optim.Adam(m.discriminator.parameters(), lr=options.lr_discriminator, betas=BETAS)
+        self.opt_generator = torch.optim.Adam(m.encoder.parameters(), lr=options.lr_generator, betas=BETAS)
 
     def step(self, x: torch.Tensor) -> StepLosses:
         """One mini-batch: reconstruction phase, then regularization phase."""
@@ -187,7 +184,7 @@ def save_checkpoint(path: Path, model: AAE, summary: dict[str, Any], options: Tr
 @torch.no_grad()
 def save_sample_grid(model: AAE, z: torch.Tensor, path: Path) -> None:
     model.eval()
-    images = model.decoder(z).mul(255).round().clamp(0, 255).byte().permute(0, 2, 3, 1).cpu().numpy()
+    images = images_uint8(model.decoder(z)).cpu().numpy()
     model.train()
     image_grid(images, columns=8).save(path)
 
@@ -290,7 +287,7 @@ def train(options: TrainOptions) -> Path:
                     bar.set_postfix({k: f"{v:.4f}" for k, v in last.items() if k in ("reconstruction", "disc_accuracy", "kl")})
             recalibrate_batchnorm(trainer.model, data, batch_size=options.batch_size)
             save_sample_grid(trainer.model, fixed_z, out / f"samples_epoch{epoch:03d}.png")
-            summary = _summary(options, N, step, epoch + 1, time.monotonic() - started, last)
+            summary = _summary(options, device, N, step, epoch + 1, time.monotonic() - started, last)
             save_checkpoint(out / f"checkpoint_epoch{epoch:03d}.pt", trainer.model, summary, options)
             save_checkpoint(out / "checkpoint.pt", trainer.model, summary, options)  # the latest
             if step >= total_steps:
@@ -299,7 +296,7 @@ def train(options: TrainOptions) -> Path:
 
 
 def _summary(
-    options: TrainOptions, n_images: int, steps: int, epochs: int, seconds: float, last: dict[str, float]
+    options: TrainOptions, device: torch.device, n_images: int, steps: int, epochs: int, seconds: float, last: dict[str, float]
 ) -> dict[str, Any]:
     return {
         "data": options.data,
@@ -310,7 +307,7 @@ def _summary(
         "batch_size": options.batch_size,
         "seconds": round(seconds, 1),
         "kind": options.config.kind,
-        "device": str(pick_device(options.device)),
+        "device": str(device),
         "final_losses": last or None,
         "torch": str(torch.__version__),
         "numpy": np.__version__,

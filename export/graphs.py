@@ -19,7 +19,7 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
-from aae.model import AAE
+from aae.model import AAE, images_uint8
 
 log = logging.getLogger(__name__)
 # torch's exporter logs every rewrite pass at INFO through these
@@ -42,9 +42,7 @@ class DecoderImageHead(nn.Module):
         self.decoder = model.decoder
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        x = self.decoder(z)  # [B, C, H, W] in [0, 1]
-        x = torch.clamp(torch.round(x * 255.0), 0.0, 255.0)
-        return x.permute(0, 2, 3, 1).to(torch.uint8)  # [B, H, W, C]
+        return images_uint8(self.decoder(z))  # [B, H, W, C]
 
 
 class EncoderImageHead(nn.Module):
