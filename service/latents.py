@@ -96,7 +96,11 @@ def _normal_cdf(x: float) -> float:
 
 def latents(seed: int, indices: np.ndarray, dim: int, truncation: float | None = None, std: float = 1.0) -> np.ndarray:
     """float32 latents [len(indices), dim] of a Gaussian prior N(0, std^2), optionally truncated to +-truncation std."""
-    u = uniforms(seed, indices, dim)
+    return _normal(uniforms(seed, indices, dim), truncation, std)
+
+
+def _normal(u: np.ndarray, truncation: float | None, std: float) -> np.ndarray:
+    """Uniforms in (0, 1) -> float32 samples of N(0, std^2), optionally truncated to +-truncation std."""
     if truncation is not None:
         if not (math.isfinite(truncation) and truncation > 0):
             raise ValueError(f"truncation must be a finite number > 0, got {truncation}")
@@ -114,8 +118,9 @@ def mixture_latents(seed: int, indices: np.ndarray, means: np.ndarray, std: floa
     Coordinates 1..dim come from the same counter hash as the Gaussian; coordinate dim+1 picks the component.
     """
     k, dim = means.shape
-    component = np.minimum((uniforms(seed, indices, dim + 1)[:, dim] * k).astype(np.int64), k - 1)
-    noise = latents(seed, indices, dim, truncation, std=std).astype(np.float64)
+    u = uniforms(seed, indices, dim + 1)
+    component = np.minimum((u[:, dim] * k).astype(np.int64), k - 1)
+    noise = _normal(u[:, :dim], truncation, std).astype(np.float64)
     out: np.ndarray = (means[component] + noise).astype(np.float32)
     return out
 
