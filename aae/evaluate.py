@@ -188,11 +188,9 @@ def interpolation_metrics(generator: Generator, data: EvalData, sizes: EvalSizes
     p = sizes.pairs
     z = generator.sample_z(2 * p, sizes.seed + 2)
     reference = data.held_out[:p]
-    out: dict[str, Any] = {"pairs": p}
-    for method in ("slerp", "lerp"):
-        result = interpolation_swd(generator.decode, z[:p], z[p:], reference, method, sizes.patches, sizes.seed)
-        out[method] = result.to_dict()
-    return out
+    slerp = interpolation_swd(generator.decode, z[:p], z[p:], reference, "slerp", sizes.patches, sizes.seed)
+    lerp = interpolation_swd(generator.decode, z[:p], z[p:], reference, "lerp", sizes.patches, sizes.seed, slerp.endpoints)
+    return {"pairs": p, "slerp": slerp.to_dict(), "lerp": lerp.to_dict()}
 
 
 def _encoder_metrics(generator: Generator, data: EvalData, sizes: EvalSizes, timer: Timer) -> dict[str, Any]:
