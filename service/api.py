@@ -101,7 +101,11 @@ class BodySizeLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = dict(scope.get("headers", [])).get(b"content-length")
+        headers = dict(scope.get("headers", []))
+        declared = headers.get(b"content-length")
+        if (declared is None or declared == b"0") and b"transfer-encoding" not in headers:
+            await self.app(scope, receive, send)  # no body (RFC 9112, 6.3): nothing to limit or wait for
+            return
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
             await self._too_large(scope, receive, send)
             return
