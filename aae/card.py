@@ -15,7 +15,7 @@ from PIL import Image
 
 from aae.data import image_grid
 from aae.generators import Generator
-from service.latents import slerp
+from synthgen.core.latents import slerp
 
 TRUNCATIONS: tuple[float | None, ...] = (0.5, 1.0, 1.5, 2.0, None)
 COLUMNS = 8

@@ -48,9 +48,9 @@ class CompareOptions:
     count: int = 10000
     epochs: int = 3
     batch_size: int = 64
-    image_size: int = 64
-    latent_dim: int = 32
-    base_width: int = 48  # as the shipped model
+    image_size: int = AAEConfig.image_size
+    latent_dim: int = AAEConfig.latent_dim
+    base_width: int = AAEConfig.base_width
     seed: int = 0
     data_seed: int = 0
     max_steps: int | None = None
@@ -134,7 +134,7 @@ def _train_and_evaluate(options: CompareOptions, name: str) -> tuple[dict[str, A
 
 def _side_by_side(generators: list[CheckpointGenerator], out: Path, seed: int) -> dict[str, str]:
     """Rows, one per kind: the same latents decoded by each model; and the same slerp path through each."""
-    from service.latents import slerp
+    from synthgen.core.latents import slerp
 
     z = generators[0].sample_z(COLUMNS + 2, seed)
     path = slerp(z[COLUMNS], z[COLUMNS + 1], np.linspace(0.0, 1.0, COLUMNS))

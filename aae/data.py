@@ -17,6 +17,8 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from synthgen.core.files import atomic_file
+
 log = logging.getLogger(__name__)
 
 # A fixed light grey-blue background: the model should spend its capacity on faces.
@@ -129,9 +131,8 @@ def avatar_faces(
         faces[i] = render_avatar(seed, start + i, size)
     if cache_path is not None:
         cache_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_path.with_suffix(".tmp.npy")
-        np.save(tmp, faces)
-        tmp.replace(cache_path)  # atomic: a killed run never leaves a truncated cache
+        with atomic_file(cache_path) as f:  # a killed run never leaves a truncated cache
+            np.save(f, faces)
     return faces
 
 

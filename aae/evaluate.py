@@ -30,7 +30,8 @@ from aae.metrics import (
     prior_marginals,
     sliced_wasserstein,
 )
-from service.uniqueness import METRIC as UNIQUENESS_METRIC
+from synthgen.core.files import write_atomically
+from synthgen.core.similarity import METRIC as UNIQUENESS_METRIC
 
 log = logging.getLogger(__name__)
 FORMAT = "synthgen.evaluation/1"
@@ -250,9 +251,7 @@ def evaluate(generator: Generator, data: EvalData, sizes: EvalSizes) -> dict[str
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
     """Write JSON atomically; NaN or infinity is refused (every metric must be a finite number)."""
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2, allow_nan=False) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    write_atomically(path, (json.dumps(data, indent=2, allow_nan=False) + "\n").encode())
 
 
 def _read_baselines(path: str | Path | None) -> dict[str, Any] | None:

@@ -2,12 +2,12 @@
 
 Two implementations of one interface:
 
-- ``PackageGenerator``: a model package, decoded by onnxruntime through the service's own loader, so the
-  metrics describe exactly what is served. Its encoder is the package's ``encoder.onnx`` when it has one,
+- ``PackageGenerator``: a model package, its decoder.onnx run by onnxruntime on CPU, so the metrics
+  describe exactly what is served. Its encoder is the package's ``encoder.onnx`` when it has one,
   else the torch encoder of the checkpoint it was exported from (``--checkpoint``), else none.
 - ``CheckpointGenerator``: a torch checkpoint, for the AE / VAE / AAE comparison runs.
 
-Both draw latents with the service's counter-based ``prior_latents``: sample i of seed s is image i of a
+Both draw latents with the contract's counter-based ``prior_latents``: sample i of seed s is image i of a
 job with seed s.
 """
 
@@ -21,15 +21,13 @@ import numpy as np
 import torch
 
 from aae.model import AAE, images_uint8, load_checkpoint
-from service.latents import prior_latents
-from service.model_package import ModelPackage, load_package, sha256_file
-from service.registry import LoadedModel, open_session
-from service.uniqueness import calibrate_threshold
+from synthgen.core.errors import ModelPackageError
+from synthgen.core.latents import prior_latents
+from synthgen.core.package import ModelPackage, graph_metadata_mismatch, load_package, sha256_file
+from synthgen.core.similarity import CALIBRATION_SAMPLES, CALIBRATION_SEED, calibrate_threshold
 
 log = logging.getLogger(__name__)
 BATCH = 256
-CALIBRATION_SAMPLES = 2048  # as export/package.py: the uniqueness threshold a package of this checkpoint would get
-CALIBRATION_SEED = 1
 
 
 class EncoderUnavailable(RuntimeError):
@@ -61,6 +59,22 @@ class TorchEncoder:
     def __call__(self, images: np.ndarray, sample: bool = False, seed: int = 0) -> np.ndarray:
         generator = torch.Generator().manual_seed(seed)
         return _batched(lambda x: self._run(x, sample, generator), images)
+
+
+class OnnxDecoder:
+    """A package's ``decoder.onnx`` on CPU: z -> uint8 NHWC images, refused unless its metadata match the manifest."""
+
+    def __init__(self, package: ModelPackage) -> None:
+        import onnxruntime as ort
+
+        self.session = ort.InferenceSession(str(package.decoder_path), providers=["CPUExecutionProvider"])
+        wrong = graph_metadata_mismatch(package, self.session.get_modelmeta().custom_metadata_map)
+        if wrong:
+            raise ModelPackageError(f"{package.decoder_path}: graph metadata {wrong} does not match manifest {package.ref}")
+
+    def __call__(self, z: np.ndarray) -> np.ndarray:
+        out = self.session.run(["images"], {"z": np.ascontiguousarray(z, dtype=np.float32)})[0]
+        return np.asarray(out, dtype=np.uint8)
 
 
 class OnnxEncoder:
@@ -162,11 +176,11 @@ def _package_encoder(package: ModelPackage, checkpoint: str | Path | None) -> tu
 
 
 class PackageGenerator(Generator):
-    """A model package: decoder.onnx through the service's loader (CPU), exactly what is served."""
+    """A model package: its decoder.onnx on CPU, exactly what is served."""
 
     def __init__(self, path: str | Path, checkpoint: str | Path | None = None) -> None:
         self.package = load_package(path)
-        self.loaded = LoadedModel(self.package, open_session(self.package, ["CPUExecutionProvider"]))
+        self.decoder = OnnxDecoder(self.package)
         manifest = self.package.manifest
         self.name, self.kind, self.prior = self.package.ref, manifest["config"].get("kind", "aae"), manifest["prior"]
         self.latent_dim, self.image_size = self.package.latent_dim, self.package.image_shape[0]
@@ -175,7 +189,7 @@ class PackageGenerator(Generator):
         self.encoder, self.encoder_source = _package_encoder(self.package, checkpoint)
 
     def _decode(self, z: np.ndarray) -> np.ndarray:
-        return self.loaded.decode(z)
+        return self.decoder(z)
 
     def describe(self) -> dict[str, Any]:
         manifest = self.package.manifest

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from service.uniqueness import nearest_neighbour_distances, nearest_rms, thumbnails
+from synthgen.core.similarity import nearest_neighbour_distances, nearest_rms, thumbnails
 
 _BINOMIAL = (1 / 16, 4 / 16, 6 / 16, 4 / 16, 1 / 16)
 

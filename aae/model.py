@@ -25,7 +25,7 @@ class AAEConfig:
     image_size: int = 64  # square images, a power of two from 32 to 128
     channels: int = 3
     latent_dim: int = 32
-    base_width: int = 32  # channels of the first encoder conv; doubled at each down-sampling
+    base_width: int = 48  # channels of the first encoder conv; doubled at each down-sampling
     disc_hidden: int = 512
     prior: dict[str, Any] = field(default_factory=lambda: {"kind": "gaussian", "std": 1.0})
     kind: str = "aae"  # "aae", or a baseline: "ae" (no regularization) or "vae"

@@ -24,6 +24,7 @@ from tqdm import tqdm
 from aae.data import image_grid, load_dataset
 from aae.model import AAE, AAEConfig, images_uint8
 from aae.priors import build_prior
+from synthgen.core.files import atomic_file
 
 log = logging.getLogger(__name__)
 
@@ -176,9 +177,8 @@ def save_checkpoint(path: Path, model: AAE, summary: dict[str, Any], options: Tr
         "summary": summary,
         "options": {k: v for k, v in asdict(options).items() if k != "config"},
     }
-    tmp = path.with_suffix(".tmp")
-    torch.save(checkpoint, tmp)
-    tmp.replace(path)  # a crash mid-write never leaves a truncated checkpoint
+    with atomic_file(path) as f:  # a crash mid-write never leaves a truncated checkpoint
+        torch.save(checkpoint, f)
 
 
 @torch.no_grad()

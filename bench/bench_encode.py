@@ -7,9 +7,9 @@ import time
 
 import numpy as np
 
-from service.encoders import encode_image
-from service.registry import ModelRegistry
+from service.engine.registry import ModelRegistry
 from service.settings import get_settings
+from synthgen.core.images import encode_image
 
 CASES = [
     ("png level 6 (Pillow default)", "png", {"png_compress_level": 6}),

@@ -7,7 +7,7 @@ import time
 
 import numpy as np
 
-from service.registry import ModelRegistry
+from service.engine.registry import ModelRegistry
 from service.settings import get_settings
 
 

@@ -32,8 +32,9 @@ if __package__ in (None, ""):
 
 import httpx
 
-from bench.harness import REPO, LiveService, wait_job
-from service import constants as K
+from service.queue import keys as K
+from tests.support.jobs import wait_job
+from tests.support.live import REPO, LiveService
 
 RESULTS = REPO / "bench" / "results"
 

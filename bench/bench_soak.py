@@ -26,9 +26,10 @@ if __package__ in (None, ""):
 
 import httpx
 
-from bench.harness import PERMANENT_KEYS, REPO, LiveService, iter_key_ttls, leaked_keys, wait_job
-from service import constants as K
+from service.queue import keys as K
 from synthgen.client import TarSampleReader
+from tests.support.jobs import wait_job
+from tests.support.live import PERMANENT_KEYS, REPO, LiveService, iter_key_ttls, leaked_keys
 
 RESULTS = REPO / "bench" / "results"
 

@@ -9,7 +9,7 @@ from importlib.metadata import version as dist_version
 from pathlib import Path
 from typing import Any
 
-from service.model_package import MANIFEST_FORMAT, sha256_file
+from synthgen.core.package import MANIFEST_FORMAT, sha256_file
 
 
 def _creator() -> str:

@@ -42,14 +42,13 @@ from export.parity import (
     compare_onnx,
     parity_latents,
 )
-from service.latents import prior_latents
-from service.model_package import ModelPackage, load_package
-from service.privacy import METRIC as PRIVACY_METRIC
-from service.privacy import calibrate, thumbnails8, write_index
-from service.uniqueness import METRIC, calibrate_threshold
+from synthgen.core.latents import prior_latents
+from synthgen.core.package import ModelPackage, graph_metadata_mismatch, load_package
+from synthgen.core.privacy import METRIC as PRIVACY_METRIC
+from synthgen.core.privacy import calibrate, thumbnails8, write_index
+from synthgen.core.similarity import CALIBRATION_SAMPLES, CALIBRATION_SEED, METRIC, calibrate_threshold
 
 log = logging.getLogger(__name__)
-CALIBRATION_SAMPLES = 2048
 
 
 @dataclass
@@ -93,7 +92,9 @@ def _export_graphs(model: AAE, staging: Path, with_encoder: bool) -> tuple[dict[
 
 def _samples(model: AAE, staging: Path) -> np.ndarray:
     """Decode prior samples: a grid for people, and the calibration set of the uniqueness threshold."""
-    z = torch.from_numpy(prior_latents(model.config.prior, 1, np.arange(CALIBRATION_SAMPLES), model.config.latent_dim))
+    z = torch.from_numpy(
+        prior_latents(model.config.prior, CALIBRATION_SEED, np.arange(CALIBRATION_SAMPLES), model.config.latent_dim)
+    )
     with torch.no_grad():
         images: np.ndarray = DecoderImageHead(model).eval()(z).numpy()
     image_grid(images[:64], columns=8).save(staging / "samples.png")
@@ -102,7 +103,7 @@ def _samples(model: AAE, staging: Path) -> np.ndarray:
 
 @dataclass
 class TrainingData:
-    """Where the training images come from, for the privacy guard's index (see service/privacy.py)."""
+    """Where the training images come from, for the privacy guard's index (see synthgen/core/privacy.py)."""
 
     source: str  # "avatars", "lfw", or a folder of images
     count: int = 30000
@@ -165,7 +166,7 @@ def export_package(
         for graph in (p for p in files if p.suffix == ".onnx"):
             write_metadata(graph, onnx_metadata(manifest, graph.name))
         write_manifest(staging / "manifest.json", manifest, files)
-        load_package(staging)  # the package must pass the service's own checks
+        load_package(staging)  # the package must pass the checks every reader makes
         if out.exists():
             shutil.rmtree(out)
         staging.chmod(0o755)  # mkdtemp makes it private; a package is meant to be shared
@@ -183,11 +184,9 @@ def verify_package(path: str | Path, checkpoint_path: str | Path | None = None) 
     graphs = [package.path / package.manifest[k]["file"] for k in ("decoder", "decoder_fp16", "encoder") if k in package.manifest]
     for graph in graphs:
         check_graph(graph)
-        meta = read_metadata(graph)
-        if meta.get("synthgen.name") != package.name or meta.get("synthgen.version") != package.version:
-            raise ExportError(
-                f"{graph}: metadata names {meta.get('synthgen.name')}@{meta.get('synthgen.version')}, manifest {package.ref}"
-            )
+        wrong = graph_metadata_mismatch(package, read_metadata(graph))
+        if wrong:
+            raise ExportError(f"{graph}: graph metadata {wrong} does not match manifest {package.ref}")
     lines.append(f"{len(graphs)} graphs pass onnx.checker and carry matching metadata")
     z = parity_latents(package.latent_dim, std=package.prior_std)
     if checkpoint_path is not None:

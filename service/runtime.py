@@ -10,24 +10,19 @@ from dataclasses import dataclass, field
 import numpy as np
 import redis.asyncio as aioredis
 
-from service.auth import KeyRing
-from service.batching import DynamicBatcher
+from service.api.keys import KeyRing
 from service.embedded_redis import EmbeddedRedis
-from service.gpu_metrics import register_gpu_metrics
-from service.queue import JobQueue
-from service.registry import LoadedModel, ModelRegistry
-from service.result_store import make_result_store
+from service.engine.batching import DynamicBatcher
+from service.engine.registry import LoadedModel, ModelRegistry, build_registry
+from service.queue.jobs import QueueConfig
+from service.queue.result_store import make_result_store
+from service.queue.streams import JobQueue
 from service.settings import Settings
-from service.worker import Worker
+from service.telemetry.gpu import register_gpu_metrics
+from service.worker.worker import Worker
+from synthgen.core.jobs import Priority
 
 log = logging.getLogger(__name__)
-
-
-def load_registry(settings: Settings) -> ModelRegistry:
-    """Every package under the models folder, verified; raises ModelPackageError naming the bad file."""
-    return ModelRegistry.from_directory(
-        settings.models_dir, settings.default_model, settings.execution_provider, settings.ort_threads
-    )
 
 
 def load_keyring(settings: Settings) -> KeyRing:
@@ -64,13 +59,13 @@ class Runtime:
             batcher = DynamicBatcher(model.decode, self.settings.batch_size, 0.0, self._image_pool)
             batcher.start()
             self._image_batchers[ref] = batcher
-        return await self._image_batchers[ref].submit(z, "interactive")
+        return await self._image_batchers[ref].submit(z, Priority.INTERACTIVE)
 
     @classmethod
     async def start(cls, settings: Settings, with_worker: bool, registry: ModelRegistry | None = None) -> Runtime:
         """Load and verify the models first: a bad package stops the process before anything else starts."""
         if registry is None:
-            registry = await asyncio.to_thread(load_registry, settings)
+            registry = await asyncio.to_thread(build_registry, settings)
         keyring = load_keyring(settings)
         embedded = None
         url = settings.redis_url
@@ -78,7 +73,7 @@ class Runtime:
             embedded = EmbeddedRedis(settings.embedded_redis_dir)
             url = await asyncio.to_thread(embedded.start)
         client = aioredis.from_url(url, socket_timeout=10, socket_connect_timeout=5, health_check_interval=15)
-        queue = JobQueue(client, settings.queue_config(), make_result_store(settings.result_store))
+        queue = JobQueue(client, QueueConfig.from_settings(settings), make_result_store(settings.result_store))
         runtime = cls(settings, client, registry, queue, keyring, embedded)
         try:
             await queue.ensure_groups()

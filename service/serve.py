@@ -9,9 +9,9 @@ import signal
 import uvicorn
 from prometheus_client import start_http_server
 
-from service.api import create_app
-from service.registry import ModelRegistry
-from service.runtime import Runtime, load_keyring, load_registry
+from service.api.app import create_app
+from service.engine.registry import ModelRegistry, build_registry
+from service.runtime import Runtime, load_keyring
 from service.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ def serve(role: str, host: str | None = None, port: int | None = None) -> int:
     host = host or settings.host
     port = settings.port if port is None else port
     # Verify every model package before anything starts: a bad one stops the process with one line.
-    registry = load_registry(settings)
+    registry = build_registry(settings)
     load_keyring(settings)  # unreadable or missing keys stop the process here, in one line
     if role == "worker":
         asyncio.run(run_worker(settings, registry, host, port))

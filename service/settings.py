@@ -1,17 +1,17 @@
-"""Typed settings for every synthgen process, read from the environment (``SYNTHGEN_*``) or ``.env``."""
+"""Typed settings for every synthgen process, read from the environment (``SYNTHGEN_*``) or ``.env``.
+
+A leaf: it imports no other synthgen module. Each value has its default here and nowhere else; the
+layers build their own configuration objects from a ``Settings`` (``QueueConfig.from_settings`` ...).
+"""
 
 from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
-
-from service.admission import Budget
-from service.auth import Quotas
-from service.queue import QueueConfig
 
 DEFAULT_MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 
@@ -65,17 +65,13 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=0, le=65535)
     log_level: str = "info"
 
-    def queue_config(self) -> QueueConfig:
-        return QueueConfig(self.chunk_size, self.result_ttl_s, self.expired_retention_s)
-
-    def quotas(self) -> Quotas:
-        return Quotas(self.quota_images_per_day, self.quota_concurrent_jobs)
-
-    def budget(self) -> Budget:
-        return Budget(self.max_queued_images, self.max_result_bytes, self.result_ttl_s)
-
 
 @lru_cache
 def get_settings() -> Settings:
     """The process's settings; built on first use, never at import time."""
     return Settings()
+
+
+def default(name: str) -> Any:
+    """The default of one setting: for configuration objects that other layers build from a ``Settings``."""
+    return Settings.model_fields[name].default

@@ -8,7 +8,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from synthgen import __version__
 
@@ -36,6 +36,11 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _architecture(args: argparse.Namespace, *names: str) -> dict[str, Any]:
+    """The architecture options given on the command line; the others keep AAEConfig's defaults (one place)."""
+    return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from aae.model import AAEConfig
     from aae.train import TrainOptions, train
@@ -47,12 +52,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         prior["std"] = args.prior_std
     try:
         config = AAEConfig(
-            image_size=args.image_size,
-            latent_dim=args.latent_dim,
-            base_width=args.base_width,
-            disc_hidden=args.disc_hidden,
-            prior=prior,
-            kind=args.kind,
+            prior=prior, kind=args.kind, **_architecture(args, "image_size", "latent_dim", "base_width", "disc_hidden")
         )
     except ValueError as e:
         _say(f"error: {e}")
@@ -104,14 +104,14 @@ def cmd_generate(args: argparse.Namespace) -> int:
         return generate_from_args(args)
     if args.shards is not None:
         raise ValueError("--shards needs --server (in-process generation writes a folder)")
-    from service.generation import RenderSpec, generate_to_directory
-    from service.registry import ModelRegistry
+    from service.engine.generate_local import generate_to_directory
+    from service.engine.registry import build_registry
+    from service.engine.rendering import RenderSpec
     from service.settings import get_settings
 
     settings = get_settings()
-    models_dir = Path(args.models_dir) if args.models_dir else settings.models_dir
-    registry = ModelRegistry.from_directory(models_dir, args.model or settings.default_model, settings.execution_provider)
-    model = registry.get(args.model)
+    models_dir = Path(args.models_dir) if args.models_dir else None
+    model = build_registry(settings, models_dir, args.model).get(args.model)
     seed = 0 if args.seed is None else args.seed
     spec = RenderSpec(seed, args.truncation, args.format, args.quality, settings.png_compress_level)
     out = generate_to_directory(model, spec, args.count, args.out, args.batch_size, settings.encode_threads)
@@ -122,8 +122,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def cmd_interpolate(args: argparse.Namespace) -> int:
     """A strip of faces from one image to another (the lecture's cat -> dog walk), as one image file."""
     out = Path(args.out)
-    fmt = {"png": "png", "jpg": "jpeg", "jpeg": "jpeg", "webp": "webp"}.get(out.suffix.lstrip(".").lower())
-    if fmt is None:
+    from synthgen.core.images import FORMAT_BY_EXTENSION
+
+    fmt = FORMAT_BY_EXTENSION.get(out.suffix.lstrip(".").lower())
+    if fmt is None or fmt == "npy":
         raise ValueError(f"--out must end in .png, .jpg or .webp, got {out.name!r}")
     if args.server:
         from synthgen.client import SynthgenClient
@@ -135,14 +137,12 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
                 **{k: v for k, v in options.items() if v is not None},
             )  # fmt: skip
     else:
-        from service.encoders import encode_image
-        from service.generation import interpolation_latents, strip_image
-        from service.registry import ModelRegistry
+        from service.engine.registry import build_registry
+        from service.engine.rendering import interpolation_latents, strip_image
         from service.settings import get_settings
+        from synthgen.core.images import encode_image
 
-        settings = get_settings()
-        registry = ModelRegistry.from_directory(settings.models_dir, args.model or settings.default_model)
-        model = registry.get(args.model)
+        model = build_registry(get_settings(), default=args.model).get(args.model)
         ends = ((args.from_seed, args.from_index), (args.to_seed, args.to_index))
         z, _ = interpolation_latents(model, ends, args.steps, args.method, args.truncation)
         data = encode_image(strip_image(model.decode(z)), fmt)
@@ -180,9 +180,6 @@ def _evaluate_compare(args: argparse.Namespace) -> int:
         count=args.count,
         epochs=args.epochs,
         batch_size=args.batch_size,
-        image_size=args.image_size,
-        latent_dim=args.latent_dim,
-        base_width=args.base_width,
         max_steps=args.max_steps,
         threads=args.threads,
         cache_dir=args.cache_dir,
@@ -190,6 +187,7 @@ def _evaluate_compare(args: argparse.Namespace) -> int:
         kinds=tuple(args.kinds.split(",")),
         reuse=args.reuse,
         sizes=_eval_sizes(args),
+        **_architecture(args, "image_size", "latent_dim", "base_width"),
     )
     result = compare(options)
     from aae.card import compare_table, duration
@@ -241,11 +239,33 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_health(args: argparse.Namespace) -> int:
-    from service.health import check_worker_health
+    from service.worker.health import check_worker_health
 
     ok, message = check_worker_health(args.max_age, args.name)
     _say(message)
     return 0 if ok else 1
+
+
+_ARCHITECTURE_HELP = {
+    "--image-size": "32, 64 or 128 (default: AAEConfig's)",
+    "--latent-dim": "dimensions of z (default: AAEConfig's)",
+    "--base-width": "channels of the first conv (default: AAEConfig's)",
+    "--disc-hidden": "latent discriminator width (default: AAEConfig's)",
+}
+
+
+def _add_architecture(parser: argparse.ArgumentParser | argparse._ArgumentGroup, *flags: str) -> None:
+    """Architecture flags default to None: AAEConfig holds the defaults (the CLI cannot import torch to read them)."""
+    for flag in flags:
+        kind = _image_size if flag == "--image-size" else _positive_int
+        parser.add_argument(flag, type=kind, default=None, help=_ARCHITECTURE_HELP[flag])
+
+
+def _image_size(text: str) -> int:
+    value = int(text)
+    if value not in (32, 64, 128):
+        raise argparse.ArgumentTypeError(f"expected 32, 64 or 128, got {text}")
+    return value
 
 
 def _add_evaluate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -279,9 +299,7 @@ def _add_evaluate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     g.add_argument("--count", type=_positive_int, default=10000, help="avatars to train on")
     g.add_argument("--epochs", type=_positive_int, default=3)
     g.add_argument("--batch-size", type=_positive_int, default=64)
-    g.add_argument("--image-size", type=int, default=64, choices=[32, 64, 128])
-    g.add_argument("--latent-dim", type=_positive_int, default=32)
-    g.add_argument("--base-width", type=_positive_int, default=48)
+    _add_architecture(g, "--image-size", "--latent-dim", "--base-width")
     g.add_argument("--max-steps", type=_positive_int, default=None)
     g.add_argument("--threads", type=_positive_int, default=None)
     g.add_argument("--runs-dir", default="runs/compare", help="checkpoints and per-kind cards")
@@ -306,10 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--count", type=_positive_int, default=20000, help="images to use")
     p.add_argument("--epochs", type=_positive_int, default=10)
     p.add_argument("--batch-size", type=_positive_int, default=64)
-    p.add_argument("--image-size", type=int, default=64, choices=[32, 64, 128])
-    p.add_argument("--latent-dim", type=_positive_int, default=32)
-    p.add_argument("--base-width", type=_positive_int, default=48)
-    p.add_argument("--disc-hidden", type=_positive_int, default=512)
+    _add_architecture(p, "--image-size", "--latent-dim", "--base-width", "--disc-hidden")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda")
@@ -384,7 +399,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as exc:
-        from service.errors import SynthgenError
+        from synthgen.core.errors import SynthgenError
 
         from_export = type(exc).__name__ == "ExportError"
         if from_export or isinstance(exc, SynthgenError | FileNotFoundError | ValueError):

@@ -25,6 +25,7 @@ from typing import IO, Any
 from tqdm import tqdm
 
 from synthgen.client import TAR_END, ConflictError, NotFoundError, Sample, SynthgenClient, SynthgenClientError
+from synthgen.core.files import write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -82,13 +83,7 @@ class JobState:
             raise ValueError(f"{path} is not a synthgen job state file ({exc}); delete it to start over") from exc
 
     def save(self, out: Path) -> None:
-        _write_atomic(out / STATE_FILE, json.dumps(asdict(self), indent=1).encode())
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+        write_atomically(out / STATE_FILE, json.dumps(asdict(self), indent=1).encode())
 
 
 def _open_at(path: Path, size: int) -> IO[bytes]:
@@ -174,7 +169,7 @@ class FolderWriter(_Writer):
         for name, data in sample.files.items():
             if not _MEMBER.match(name):
                 raise SynthgenClientError(f"unexpected member name {name[:80]!r} in the result")
-            _write_atomic(self.out / name, data)
+            write_atomically(self.out / name, data)
             names.append(name)
         return {"file": names[0]}
 

@@ -17,10 +17,10 @@ import uvicorn
 from fastapi.testclient import TestClient
 from starlette.types import ASGIApp
 
-from bench.harness import LiveService
-from service.api import create_app
+from service.api.app import create_app
 from service.embedded_redis import EmbeddedRedis
 from service.settings import Settings
+from tests.support.live import LiveService
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED_MODELS = REPO / "models"

@@ -14,7 +14,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from bench.harness import wait_job
+from tests.support.jobs import wait_job
 
 ERROR_CODES = {400: "invalid_request", 404: "not_found", 408: "request_timeout", 413: "too_large", 422: "invalid_request"}
 

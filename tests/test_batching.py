@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from service.batching import DynamicBatcher
+from service.engine.batching import DynamicBatcher
 
 
 class RecordingModel:
@@ -30,7 +30,7 @@ async def _run(model: RecordingModel, sizes: list[int], max_batch: int, max_wait
     batcher.start()
     try:
         requests = [np.full((n, 3), float(i), dtype=np.float32) for i, n in enumerate(sizes)]
-        return await asyncio.gather(*(batcher.infer(r) for r in requests), return_exceptions=True)
+        return await asyncio.gather(*(batcher.submit(r) for r in requests), return_exceptions=True)
     finally:
         await batcher.stop()
 
@@ -83,7 +83,7 @@ def test_one_bad_request_fails_alone() -> None:
 def test_infer_before_start_is_an_error() -> None:
     batcher = DynamicBatcher(RecordingModel(), max_batch=4, max_wait_s=0)
     with pytest.raises(RuntimeError, match="before start"):
-        asyncio.run(batcher.infer(np.zeros((1, 3), dtype=np.float32)))
+        asyncio.run(batcher.submit(np.zeros((1, 3), dtype=np.float32)))
 
 
 @pytest.mark.parametrize(("max_batch", "max_wait_s", "match"), [(0, 0.0, "max_batch"), (4, -1.0, "max_wait_s")])
@@ -106,9 +106,9 @@ def test_interactive_requests_jump_the_bulk_queue() -> None:
         batcher = DynamicBatcher(model, max_batch=16, max_wait_s=0.0)
         batcher.start()
         try:
-            bulk = [asyncio.create_task(batcher.infer(np.zeros((16, 2), np.float32), "bulk")) for _ in range(8)]
+            bulk = [asyncio.create_task(batcher.submit(np.zeros((16, 2), np.float32), "bulk")) for _ in range(8)]
             await asyncio.sleep(0.03)  # the first bulk batch is on the device now
-            await batcher.infer(np.full((4, 2), -1, np.float32), "interactive")
+            await batcher.submit(np.full((4, 2), -1, np.float32), "interactive")
             await asyncio.gather(*bulk)
         finally:
             await batcher.stop()
@@ -125,7 +125,7 @@ def test_unknown_priority_is_refused() -> None:
         batcher.start()
         try:
             with pytest.raises(ValueError, match="priority must be one of"):
-                await batcher.infer(np.zeros((1, 3), np.float32), "urgent")
+                await batcher.submit(np.zeros((1, 3), np.float32), "urgent")
         finally:
             await batcher.stop()
 
@@ -139,7 +139,7 @@ def test_a_batch_waits_only_while_more_requests_can_come(more: bool, at_least: f
         batcher.start()
         try:
             started = time.monotonic()
-            await batcher.infer(np.zeros((2, 3), np.float32), "interactive")
+            await batcher.submit(np.zeros((2, 3), np.float32), "interactive")
             return time.monotonic() - started
         finally:
             await batcher.stop()

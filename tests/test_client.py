@@ -17,9 +17,8 @@ import httpx
 import pytest
 import redis
 
-from bench.harness import tar_names
-from service import constants as K
-from service.api import create_app
+from service.api.app import create_app
+from service.queue import keys as K
 from service.settings import Settings
 from synthgen.cli import main
 from synthgen.client import (
@@ -37,6 +36,7 @@ from synthgen.client import (
     UnavailableError,
 )
 from synthgen.remote import STATE_FILE
+from tests.support.jobs import tar_names
 
 ASGIApp = Callable[..., Any]
 
@@ -375,7 +375,7 @@ def test_generate_recreates_a_job_the_server_no_longer_has(
 
 
 def test_tar_reader_splits_samples_at_any_piece_size() -> None:
-    from service.encoders import tar_end, tar_sample
+    from synthgen.core.webdataset import tar_end, tar_sample
 
     sizes = [0, 1, 511, 512, 513, 3000, 17]
     blob = b"".join(tar_sample(5 + i, "png", bytes([i]) * n, {"index": 5 + i}) for i, n in enumerate(sizes)) + tar_end()

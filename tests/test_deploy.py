@@ -1424,7 +1424,7 @@ def test_dashboard_and_alerts_use_known_metrics() -> None:
 
 def test_metrics_are_exported_by_the_service() -> None:
     pytest.importorskip("prometheus_client", reason="prometheus_client is not installed")
-    pytest.importorskip("service.metrics", reason="service.metrics is not importable")
+    pytest.importorskip("service.telemetry.instruments", reason="service.telemetry.instruments is not importable")
     from prometheus_client import REGISTRY, generate_latest
 
     exported = dict(re.findall(r"^# TYPE (synthgen_\w+) (\w+)$", generate_latest(REGISTRY).decode(), re.MULTILINE))

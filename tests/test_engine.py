@@ -16,9 +16,10 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 
-from service import constants as K
-from service.generation import RenderSpec, render
-from service.registry import ModelRegistry
+from service.engine.registry import ModelRegistry
+from service.engine.rendering import RenderSpec, render
+from service.queue import keys as K
+from tests.support.jobs import wait_job
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -30,13 +31,7 @@ def engine_app(app_factory: Callable[..., TestClient]) -> Callable[..., TestClie
 
 
 def _wait(client: TestClient, job_id: str, until: Callable[[dict[str, Any]], bool], timeout_s: float = 120) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        job: dict[str, Any] = client.get(f"/v1/jobs/{job_id}").json()
-        if until(job):
-            return job
-        time.sleep(0.05)
-    raise AssertionError(f"job {job_id} never reached the condition; last seen {job}")
+    return wait_job(client, job_id, until, timeout_s)
 
 
 def _pngs(data: bytes) -> dict[str, bytes]:
@@ -163,8 +158,8 @@ def test_directory_result_store(engine_app: Callable[..., TestClient], tmp_path:
 def test_worker_health_key_backs_the_liveness_command(
     engine_app: Callable[..., TestClient], redis_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from service.health import check_worker_health
     from service.settings import get_settings
+    from service.worker.health import check_worker_health
 
     monkeypatch.setenv("REDIS_URL", redis_url)
     get_settings.cache_clear()

@@ -17,9 +17,9 @@ pytest.importorskip("scipy")
 pytest.importorskip("python_avatars")
 
 from aae.evaluate import EvalSizes, held_out_images
-from service.model_package import load_package
-from service.registry import ModelRegistry
+from service.engine.registry import ModelRegistry
 from synthgen.cli import main
+from synthgen.core.package import load_package
 
 TINY = ["--samples", "32", "--duplicates", "100", "--prior-codes", "40", "--permutations", "20", "--pairs", "16"]
 TINY += ["--train-neighbours", "50", "--patches", "16"]

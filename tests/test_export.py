@@ -17,9 +17,9 @@ import export.package as package_module  # noqa: E402
 from aae.model import AAE, AAEConfig, load_checkpoint  # noqa: E402
 from export.graphs import DecoderImageHead, ExportError  # noqa: E402
 from export.package import export_package, verify_package  # noqa: E402
-from service.errors import ModelPackageError  # noqa: E402
-from service.model_package import load_package, manifest_schema, sha256_file  # noqa: E402
-from service.registry import ModelRegistry, decoder_for  # noqa: E402
+from service.engine.registry import ModelRegistry, decoder_for  # noqa: E402
+from synthgen.core.errors import ModelPackageError  # noqa: E402
+from synthgen.core.package import load_package, manifest_schema, sha256_file  # noqa: E402
 
 
 def test_round_trip_parity_manifest_and_metadata(tiny_models_dir: Path) -> None:

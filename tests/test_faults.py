@@ -22,13 +22,14 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 
-from bench.harness import REPO, LiveService, clean_tar_digest, finished, free_port, tar_names, wait_job
-from service import constants as K
-from service.encoders import tar_end
-from service.generation import RenderSpec, render, samples_to_tar
-from service.registry import ModelRegistry
+from service.engine.registry import ModelRegistry
+from service.engine.rendering import RenderSpec, render, samples_to_tar
+from service.queue import keys as K
 from synthgen.cli import main
 from synthgen.client import SynthgenClient
+from synthgen.core.webdataset import tar_end
+from tests.support.jobs import clean_tar_digest, finished, tar_names, wait_job
+from tests.support.live import REPO, LiveService, free_port
 
 SEED = 20_000
 LONG = pytest.mark.timeout(3600)
@@ -212,7 +213,7 @@ def test_redis_restarts_mid_job(
         final = wait_job(http, job["id"], finished, timeout_s=600)
         assert final["status"] == "succeeded" and final["done"] == count
         service.wait_ready(timeout_s=30)
-        assert service.api is not None and service.api.poll() is None
+        assert service.api.app is not None and service.api.poll() is None
         assert all(w.poll() is None for w in service.workers)
         digest, names = _download_digest(http, job["id"])
         assert names == _expected_names(count) and digest == digests(count)

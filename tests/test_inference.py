@@ -4,8 +4,8 @@ from pathlib import Path
 
 import numpy as np
 
-from service.inference import IoBindingRunner, make_runner
-from service.registry import ModelRegistry
+from service.engine.registry import ModelRegistry
+from service.engine.sessions import IoBindingRunner, make_runner
 
 
 def test_io_binding_gives_the_same_bytes_as_run(tiny_models_dir: Path) -> None:

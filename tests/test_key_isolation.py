@@ -19,10 +19,11 @@ import pytest
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 
-from bench.harness import LiveService, wait_job
-from service import auth
-from service.auth import KeyRing
-from service.errors import Unauthorized
+from service.api import keys as auth
+from service.api.keys import KeyRing
+from synthgen.core.errors import Unauthorized
+from tests.support.jobs import wait_job
+from tests.support.live import LiveService
 
 KEY_A, KEY_B, VIEWER = "tenant-a-key-0123456789", "tenant-b-key-9876543210", "viewer-key-0123456789"
 WRONG = "tenant-a-key-0123456780"  # one character off KEY_A

@@ -13,7 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from service.auth import KeyRing
+from service.api.keys import KeyRing
 
 KEY_A, KEY_B = "key-a-0123456789", "key-b-0123456789"
 A = {"Authorization": f"Bearer {KEY_A}"}

@@ -5,9 +5,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.generation import RenderSpec, render
-from service.latents import MAX_SEED, inverse_normal_cdf, latents, prior_latents, slerp
-from service.registry import ModelRegistry
+from service.engine.registry import ModelRegistry
+from service.engine.rendering import RenderSpec, render
+from synthgen.core.latents import MAX_SEED, inverse_normal_cdf, latents, prior_latents, slerp
 
 
 def test_latents_do_not_depend_on_batching() -> None:

@@ -12,8 +12,9 @@ import httpx
 import pytest
 
 from bench import bench_overload, bench_soak
-from bench.harness import LiveService, leaked_keys, wait_job
-from service import constants as K
+from service.queue import keys as K
+from tests.support.jobs import wait_job
+from tests.support.live import LiveService, leaked_keys
 
 JOB_SIZE, CLIENTS, BUDGET = 100, 16, 2000
 

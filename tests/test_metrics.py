@@ -23,7 +23,7 @@ from aae.metrics import (
     sliced_wasserstein,
 )
 from aae.priors import complete_spec
-from service.latents import prior_latents, slerp
+from synthgen.core.latents import prior_latents, slerp
 
 
 @pytest.fixture(scope="module")

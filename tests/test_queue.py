@@ -8,11 +8,12 @@ from pathlib import Path
 
 import redis.asyncio as aioredis
 
-from service import constants as K
-from service.queue import JobQueue, JobSpec, QueueConfig
-from service.registry import ModelRegistry
+from service.engine.registry import ModelRegistry
+from service.queue import keys as K
+from service.queue.jobs import JobSpec, QueueConfig
+from service.queue.streams import JobQueue
 from service.settings import Settings
-from service.worker import Worker
+from service.worker.worker import Worker
 
 
 def _spec(count: int, priority: str = "bulk", sha256: str = "x" * 64) -> JobSpec:
@@ -29,9 +30,7 @@ def test_job_is_split_into_chunks_on_its_priority_stream(redis_url: str) -> None
         ranges = [(int(f[b"start"]), int(f[b"stop"])) for _, f in entries]
         assert ranges == [(0, 32), (32, 64), (64, 96), (96, 100)]
         assert await client.xlen(K.STREAM_INTERACTIVE) == 0
-        assert (
-            600 < await client.ttl(K.job_key(job["id"])) <= 601 + 86_400
-        )  # results' TTL (rounded up) plus the expired retention
+        assert 600 < await client.ttl(K.job_key(job.id)) <= 601 + 86_400  # results' TTL (rounded up) plus the expired retention
         assert int(await client.get(K.QUEUED_IMAGES_KEY)) == 100
         await client.aclose()
 
@@ -46,14 +45,14 @@ def test_a_chunk_completed_twice_is_counted_once(redis_url: str) -> None:
         job = await queue.create_job(_spec(8, priority="interactive"))
         items = await queue.read_work("a", 10, block_ms=100)
         assert [i.chunk for i in items] == [0, 1]
-        expires = float(job["expires_at"])
+        expires = job.expires_at
         assert await queue.complete_chunk(items[0], 4, b"tar0", [0, 4], expires) == (4, False)
         assert await queue.complete_chunk(items[0], 4, b"tar0", [0, 4], expires) == (4, False)  # a redelivery
         assert await queue.complete_chunk(items[1], 4, b"tar1", [0, 4], expires) == (8, True)
         assert int(await client.get(K.QUEUED_IMAGES_KEY)) == 0  # each image released once
-        stored = await queue.get_job(job["id"])
-        assert stored["status"] == "succeeded" and stored["done"] == "8"
-        assert await queue.chunk_result(job["id"], 1) == (b"tar1", [0, 4])
+        stored = await queue.get_job(job.id)
+        assert stored.status == "succeeded" and stored.done == 8
+        assert await queue.chunk_result(job.id, 1) == (b"tar1", [0, 4])
         pending = await client.xpending(K.STREAM_INTERACTIVE, K.WORKER_GROUP)
         assert pending["pending"] == 0 and await client.xlen(K.STREAM_INTERACTIVE) == 0
         await client.aclose()
@@ -70,7 +69,7 @@ def test_entries_of_a_dead_worker_are_reclaimed_and_completed(redis_url: str, ti
 
     async def scenario() -> None:
         client = aioredis.from_url(redis_url)
-        queue = JobQueue(client, settings.queue_config())
+        queue = JobQueue(client, QueueConfig.from_settings(settings))
         await queue.ensure_groups()
         job = await queue.create_job(_spec(48, sha256=sha))
         taken = await queue.read_work("dead-worker", 10, block_ms=100)  # delivered, then the worker "dies"
@@ -80,15 +79,15 @@ def test_entries_of_a_dead_worker_are_reclaimed_and_completed(redis_url: str, ti
         worker = Worker(settings, client, registry, name="rescuer")
         task = asyncio.create_task(worker.run(stop))
         for _ in range(200):
-            if (await queue.get_job(job["id"]))["status"] == "succeeded":
+            if (await queue.get_job(job.id)).status == "succeeded":
                 break
             await asyncio.sleep(0.05)
         stop.set()
         await task
-        final = await queue.get_job(job["id"])
-        assert final["status"] == "succeeded" and final["done"] == "48"
+        final = await queue.get_job(job.id)
+        assert final.status == "succeeded" and final.done == 48
         assert int(await client.get(K.REDELIVERIES_KEY) or 0) == 3
-        offsets = json.loads((await client.hget(K.result_key(job["id"], 2), "offsets")) or b"[]")
+        offsets = json.loads((await client.hget(K.result_key(job.id, 2), "offsets")) or b"[]")
         assert len(offsets) == 17  # 16 samples and the end offset
         await client.aclose()
 

@@ -15,8 +15,9 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from service.generation import RenderSpec, render
-from service.registry import ModelRegistry
+from service.engine.registry import ModelRegistry
+from service.engine.rendering import RenderSpec, render
+from tests.support.jobs import finished, wait_job
 
 ClientFactory = Callable[..., TestClient]
 
@@ -34,13 +35,7 @@ def client(client_factory: ClientFactory) -> TestClient:
 
 
 def wait_for(client: TestClient, job_id: str, timeout_s: float = 60) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        job: dict[str, Any] = client.get(f"/v1/jobs/{job_id}").json()
-        if job["status"] in ("succeeded", "failed", "cancelled"):
-            return job
-        time.sleep(0.05)
-    raise AssertionError(f"job {job_id} did not finish in {timeout_s} s")
+    return wait_job(client, job_id, finished, timeout_s)
 
 
 def tar_members(data: bytes) -> dict[str, bytes]:

@@ -14,7 +14,7 @@ import numpy as np
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from service.registry import ModelRegistry
+from service.engine.registry import ModelRegistry
 
 
 def _finish(client: TestClient, job_id: str, timeout_s: float = 180) -> dict[str, Any]:
@@ -119,7 +119,7 @@ def _with_training_index(tiny_models_dir: Path, tmp_path: Path, training_images:
     import shutil
 
     from export.manifest import write_manifest
-    from service.privacy import METRIC, thumbnails8, write_index
+    from synthgen.core.privacy import METRIC, thumbnails8, write_index
 
     package = tmp_path / "models" / "tiny"
     shutil.copytree(tiny_models_dir / "tiny", package)
@@ -134,7 +134,7 @@ def _with_training_index(tiny_models_dir: Path, tmp_path: Path, training_images:
 def test_novel_jobs_keep_away_from_training_images(
     app_factory: Callable[..., TestClient], tiny_models_dir: Path, tmp_path: Path
 ) -> None:
-    from service.privacy import min_distances, thumbnails8
+    from synthgen.core.privacy import min_distances, thumbnails8
 
     model = ModelRegistry.from_directory(tiny_models_dir, "tiny").default
     memorized = model.generate(5, np.arange(60))  # pretend the model reproduces its first 60 faces of seed 5

@@ -113,7 +113,7 @@ def live_server(redis_url: str) -> Iterator[Callable[..., LiveServer]]:
     """Start the real app under uvicorn in a thread on 127.0.0.1 (a browser needs a real HTTP server)."""
     import uvicorn
 
-    from service.api import create_app
+    from service.api.app import create_app
 
     started: list[LiveServer] = []
 

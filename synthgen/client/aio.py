@@ -14,7 +14,6 @@ from typing import Any, Self
 import httpx
 
 from synthgen.client.common import (
-    _atomic_file,
     _Base,
     _image_request,
     _interpolate_request,
@@ -26,6 +25,7 @@ from synthgen.client.common import (
 from synthgen.client.constants import TAR_END, Destination
 from synthgen.client.errors import SynthgenTimeoutError
 from synthgen.client.models import Job, ModelInfo, Sample
+from synthgen.core.files import atomic_file
 
 log = logging.getLogger(__name__)
 
@@ -87,9 +87,9 @@ class AsyncSynthgenClient(_Base):
     async def create_job(
         self, count: int, seed: int | None = None, model: str | None = None, truncation: float | None = None,
         format: str = "png", quality: int = 90, priority: str | None = None, unique: bool = False,
-        collection: str | None = None,
+        collection: str | None = None, novel: bool = False,
     ) -> Job:  # fmt: skip
-        body = _job_body(count, seed, model, truncation, format, quality, priority, unique, collection)
+        body = _job_body(count, seed, model, truncation, format, quality, priority, unique, collection, novel)
         return Job.from_json((await self._send("POST", "/v1/jobs", json=body, idempotent=False)).json())
 
     async def job(self, job_id: str) -> Job:
@@ -139,7 +139,7 @@ class AsyncSynthgenClient(_Base):
     async def download(self, job_id: str, dest: Destination, start: int = 0, stop: int | None = None) -> int:
         """Write the result tar to a path (atomically) or a binary file; return the number of bytes."""
         if isinstance(dest, str | os.PathLike):
-            with _atomic_file(dest) as f:
+            with atomic_file(dest) as f:
                 return await self.download(job_id, f, start, stop)
         written = 0
         async for data in self.iter_result(job_id, start, stop):

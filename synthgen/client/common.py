@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 import logging
-import os
 import random
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
-from pathlib import Path
-from typing import IO, Any
+from collections.abc import Mapping
+from typing import Any
 from urllib.parse import quote
 
 import httpx
 
 from synthgen import __version__
-from synthgen.client.constants import EXTENSIONS
 from synthgen.client.errors import SynthgenConnectionError, error_from_response
 from synthgen.client.models import Sample
 from synthgen.client.tarstream import TarSampleReader
+from synthgen.core.images import EXTENSIONS
 
 log = logging.getLogger(__name__)
 
@@ -32,11 +29,11 @@ def _drop_none(values: Mapping[str, Any]) -> dict[str, Any]:
 
 def _job_body(
     count: int, seed: int | None, model: str | None, truncation: float | None, fmt: str, quality: int,
-    priority: str | None, unique: bool, collection: str | None,
+    priority: str | None, unique: bool, collection: str | None, novel: bool = False,
 ) -> dict[str, Any]:  # fmt: skip
     body = {"count": count, "seed": seed, "model": model, "truncation": truncation, "format": fmt, "quality": quality}
     # optional features are sent only when asked for, so servers without them accept the body
-    extra = {"priority": priority, "unique": True if unique else None, "collection": collection}
+    extra = {"priority": priority, "unique": True if unique else None, "collection": collection, "novel": True if novel else None}
     return _drop_none({**body, **extra})
 
 
@@ -148,19 +145,6 @@ class _ResultCursor:
         delay = policy.backoff(self.drops)
         log.warning("result stream dropped at sample %d (%s); resuming in %.1f s", self.next, type(exc).__name__, delay)
         return delay
-
-
-@contextmanager
-def _atomic_file(path: str | os.PathLike[str]) -> Iterator[IO[bytes]]:
-    """A file written under a temporary name, and renamed into place only when complete."""
-    final = Path(path)
-    tmp = final.with_name(f".{final.name}.part")
-    try:
-        with open(tmp, "wb") as f:
-            yield f
-        os.replace(tmp, final)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 class _Base:

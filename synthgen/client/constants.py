@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import os
-import tarfile
 from typing import IO
 
-TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled", "expired"})
-EXTENSIONS = {"png": "png", "jpeg": "jpg", "webp": "webp", "npy": "npy"}
-BLOCK = tarfile.BLOCKSIZE
-TAR_END = b"\0" * (2 * BLOCK)
+from synthgen.core.jobs import TERMINAL_STATUSES
+from synthgen.core.webdataset import BLOCK, TAR_END
+
+__all__ = ["BLOCK", "TAR_END", "TERMINAL_STATUSES", "Destination"]
 Destination = str | os.PathLike[str] | IO[bytes]

@@ -1,0 +1,228 @@
+"""The job queue on Redis Streams: jobs, their chunks (work items), completion and results.
+
+A job is a hash. Its images are split into chunks of at most C, each one a stream entry. Workers
+read entries with a consumer group; an entry stays pending until its chunk is complete, so a dead
+worker's entries are reclaimed by another (XAUTOCLAIM). Completion is one Lua script
+(``queue_scripts.COMPLETE_CHUNK``): store the result, mark the chunk done, then XACK and XDEL.
+
+A job's results are kept until its ``expires_at``; after that the job reads as ``expired`` for
+``expired_retention_s`` more, and then it is gone.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import secrets
+import time
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from service.queue import keys as K
+from service.queue import scripts as S
+from service.queue.jobs import Job, JobSpec, QueueConfig, WorkItem
+from service.queue.result_store import RedisResultStore, ResultStore
+from synthgen.core.errors import NotFound
+from synthgen.core.jobs import JobStatus, Priority
+
+log = logging.getLogger(__name__)
+
+
+def _decode(raw: dict[Any, Any]) -> dict[str, str]:
+    return {k.decode(): v.decode() for k, v in raw.items()}
+
+
+class JobQueue:
+    """Producer and consumer sides of the queue, on one async Redis client (bytes, not decoded)."""
+
+    def __init__(self, client: aioredis.Redis, config: QueueConfig, store: ResultStore | None = None) -> None:
+        self.redis = client
+        self.config = config
+        self.store: ResultStore = store or RedisResultStore()
+        self._complete = client.register_script(S.COMPLETE_CHUNK)
+        self._mark_running = client.register_script(S.MARK_RUNNING)
+        self._stop_job = client.register_script(S.STOP_JOB)
+        self._complete_unique = client.register_script(S.COMPLETE_UNIQUE_CHUNK)
+
+    @property
+    def chunk_size(self) -> int:
+        return self.config.chunk_size
+
+    async def ensure_groups(self) -> None:
+        for stream in K.STREAM_ORDER:
+            try:
+                await self.redis.xgroup_create(stream, K.WORKER_GROUP, id="0", mkstream=True)
+            except aioredis.ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+
+    async def create_job(self, spec: JobSpec) -> Job:
+        """Write the job hash and enqueue its chunks, atomically; returns the job."""
+        now = time.time()
+        job = Job.new(secrets.token_urlsafe(16), spec, self.chunk_size, now, math.ceil(now + self.config.result_ttl_s))
+        key = K.job_key(job.id)
+        stream = K.STREAMS[spec.priority]
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(key, mapping=job.to_fields())  # type: ignore[arg-type]
+            pipe.expireat(key, int(job.expires_at) + self.config.expired_retention_s)
+            pipe.incrby(K.QUEUED_IMAGES_KEY, spec.count)
+            if spec.sequential:
+                # each image depends on every one before it, so one worker computes the job in order
+                pipe.xadd(stream, {"job": job.id, "chunk": 0, "start": 0, "stop": spec.count, "sequential": 1})
+            else:
+                for chunk, start in enumerate(range(0, spec.count, self.chunk_size)):
+                    stop = min(spec.count, start + self.chunk_size)
+                    pipe.xadd(stream, {"job": job.id, "chunk": chunk, "start": start, "stop": stop})
+            await pipe.execute()
+        return job
+
+    async def get_job(self, job_id: str) -> Job:
+        raw = await self.redis.hgetall(K.job_key(job_id))
+        if not raw:
+            raise NotFound(f"no job with id {job_id!r} (it may have expired)", {"id": job_id})
+        return Job.from_fields(_decode(raw))
+
+    async def stop_job(self, job_id: str, status: JobStatus = JobStatus.CANCELLED, error: str = "") -> Job:
+        """Cancel (or fail) a queued or running job: workers skip its remaining chunks. Finished jobs stay as they are."""
+        result = await self._stop_job(keys=[K.job_key(job_id), K.QUEUED_IMAGES_KEY], args=[time.time(), status.value, error])
+        if result is None:
+            raise NotFound(f"no job with id {job_id!r} (it may have expired)", {"id": job_id})
+        return await self.get_job(job_id)
+
+    async def read_work(self, consumer: str, count: int, block_ms: int, include_bulk: bool = True) -> list[WorkItem]:
+        """New entries for this consumer, interactive first; blocks up to block_ms when there are none."""
+        items = await self._read(consumer, {K.STREAM_INTERACTIVE: ">"}, count, None)
+        if items:
+            return items
+        streams = {s: ">" for s in K.STREAM_ORDER} if include_bulk else {K.STREAM_INTERACTIVE: ">"}
+        return await self._read(consumer, streams, count, block_ms)
+
+    async def _read(self, consumer: str, streams: dict[str, str], count: int, block: int | None) -> list[WorkItem]:
+        response: Any = await self.redis.xreadgroup(K.WORKER_GROUP, consumer, streams, count=count, block=block)  # type: ignore[arg-type]
+        items = []
+        for stream, entries in response or []:
+            for entry_id, fields in entries:
+                items.append(WorkItem.from_entry(stream.decode(), entry_id.decode(), _decode(fields)))
+        # one blocking read over both streams can return entries of each: interactive goes first
+        return sorted(items, key=lambda i: i.priority is not Priority.INTERACTIVE)
+
+    async def reclaim(self, consumer: str, min_idle_ms: int, count: int) -> list[WorkItem]:
+        """Take over entries that another consumer has held idle for at least min_idle_ms."""
+        items: list[WorkItem] = []
+        for stream in K.STREAM_ORDER:
+            response: Any = await self.redis.xautoclaim(
+                stream, K.WORKER_GROUP, consumer, min_idle_time=min_idle_ms, start_id="0-0", count=count
+            )
+            entries = response[1]  # Redis 7 appends a third element, the ids of deleted entries
+            items += [WorkItem.from_entry(stream, e.decode(), _decode(f)) for e, f in entries if f]
+        if items:
+            await self.redis.incrby(K.REDELIVERIES_KEY, len(items))
+        return items
+
+    async def refresh_claims(self, consumer: str, items: list[WorkItem]) -> None:
+        """Reset the idle time of entries still being worked on, so nobody reclaims them."""
+        for stream in K.STREAM_ORDER:
+            ids: list[Any] = [i.entry_id for i in items if i.stream == stream]
+            if ids:
+                await self.redis.xclaim(stream, K.WORKER_GROUP, consumer, 0, ids, justid=True)
+
+    async def mark_running(self, job_id: str) -> None:
+        await self._mark_running(keys=[K.job_key(job_id)], args=[time.time()])
+
+    async def complete_chunk(
+        self, item: WorkItem, images: int, tar: bytes, offsets: list[int], expires_at: float
+    ) -> tuple[int, bool]:
+        """Store the chunk's result, count it once, then ack.
+
+        Returns the job's done count (negative when the job is gone, cancelled or expired) and
+        whether this very call completed the job.
+        """
+        now = time.time()
+        expire = math.ceil(expires_at)
+        stored = await self.store.write(item.job_id, item.chunk, tar, expire)
+        bytes_bucket = expire // K.RESULT_BYTES_BUCKET_S
+        keys = [
+            K.job_key(item.job_id),
+            K.job_done_key(item.job_id),
+            K.result_key(item.job_id, item.chunk),
+            item.stream,
+            K.result_bytes_key(bytes_bucket),
+            K.drained_key(int(now) // K.DRAIN_BUCKET_S),
+            K.QUEUED_IMAGES_KEY,
+            K.job_progress_key(item.job_id),
+        ]
+        args: list[bytes | str | int | float] = [
+            item.chunk, images, stored, json.dumps(offsets), expire, K.WORKER_GROUP, item.entry_id, now,
+            len(tar), (bytes_bucket + 1) * K.RESULT_BYTES_BUCKET_S,
+        ]  # fmt: skip
+        done, finished = await self._complete(keys=keys, args=args)
+        return int(done), bool(finished)
+
+    async def complete_unique_chunk(
+        self, job_id: str, chunk: int, images: int, tar: bytes, offsets: list[int], expires_at: float,
+        embeddings: bytes, next_candidate: int, collection_key: str | None,
+    ) -> tuple[int, bool]:  # fmt: skip
+        """Store one chunk of a unique job with its acceptance state; the job's entry stays pending."""
+        expire = math.ceil(expires_at)
+        stored = await self.store.write(job_id, chunk, tar, expire)
+        state = K.unique_state_key(job_id)
+        keys = [
+            K.job_key(job_id), K.job_done_key(job_id), K.result_key(job_id, chunk), state,
+            collection_key or state, K.job_progress_key(job_id), K.QUEUED_IMAGES_KEY,
+        ]  # fmt: skip
+        args: list[bytes | str | int | float] = [
+            chunk, images, stored, json.dumps(offsets), expire, time.time(), embeddings, next_candidate,
+            "1" if collection_key else "0",
+        ]  # fmt: skip
+        done, finished = await self._complete_unique(keys=keys, args=args)
+        return int(done), bool(finished)
+
+    async def unique_state(self, job_id: str) -> dict[str, bytes]:
+        raw: Any = await self.redis.hgetall(K.unique_state_key(job_id))
+        return {k.decode(): v for k, v in raw.items()}
+
+    async def skip(self, item: WorkItem, release_images: int = 0) -> None:
+        """Ack and drop an entry whose job is gone, cancelled, failed or expired."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.xack(item.stream, K.WORKER_GROUP, item.entry_id)
+            pipe.xdel(item.stream, item.entry_id)
+            if release_images:
+                pipe.decrby(K.QUEUED_IMAGES_KEY, release_images)
+            await pipe.execute()
+
+    async def fail_job(self, item: WorkItem, error: str) -> None:
+        """Mark the job failed (a chunk cannot be computed), and drop its entry."""
+        await self.stop_job(item.job_id, JobStatus.FAILED, error)
+        await self.skip(item)
+
+    async def wait_for_progress(self, job_id: str, timeout_s: float) -> None:
+        """Sleep until a chunk of the job completes, or timeout_s at most (the caller re-checks)."""
+        await self.redis.blpop([K.job_progress_key(job_id)], timeout=timeout_s)
+
+    async def chunk_done(self, job_id: str, chunk: int) -> bool:
+        return bool(await self.redis.sismember(K.job_done_key(job_id), str(chunk)))
+
+    async def chunk_result(self, job_id: str, chunk: int) -> tuple[bytes, list[int]]:
+        values: list[Any] = await self.redis.hmget(K.result_key(job_id, chunk), ["tar", "offsets"])
+        stored, offsets = values
+        tar = await self.store.read(job_id, chunk, stored) if offsets is not None else None
+        if tar is None or offsets is None:
+            raise NotFound(f"result of chunk {chunk} of job {job_id!r} has expired", {"id": job_id, "chunk": chunk})
+        return bytes(tar), json.loads(offsets)
+
+    async def depth(self) -> dict[str, dict[str, int]]:
+        """Per priority: entries not yet delivered (lag) and delivered but not acked (pending).
+
+        Completed entries are deleted, so a stream holds exactly the lag plus the pending entries
+        (this also works on Redis 6, whose XINFO GROUPS has no lag field).
+        """
+        out: dict[str, dict[str, int]] = {}
+        for priority, stream in K.STREAMS.items():
+            length = int(await self.redis.xlen(stream))
+            groups = await self.redis.xinfo_groups(stream) if length else []
+            info = next((g for g in groups if g["name"] == K.WORKER_GROUP.encode()), None)
+            pending = int(info["pending"]) if info else 0
+            out[priority] = {"lag": max(0, length - pending), "pending": pending}
+        return out
