@@ -31,7 +31,8 @@ import numpy as np
 import redis
 
 from service.embedded_redis import EmbeddedRedis
-from service.engine.registry import ModelRegistry, open_session, pick_providers
+from service.engine.registry import ModelRegistry
+from service.engine.sessions import open_session, pick_providers
 from service.engine.rendering import RenderSpec, encode_samples
 from service.settings import get_settings
 

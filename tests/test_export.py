@@ -17,7 +17,8 @@ import export.package as package_module  # noqa: E402
 from aae.model import AAE, AAEConfig, load_checkpoint  # noqa: E402
 from export.graphs import DecoderImageHead, ExportError  # noqa: E402
 from export.package import export_package, verify_package  # noqa: E402
-from service.engine.registry import ModelRegistry, decoder_for  # noqa: E402
+from service.engine.registry import ModelRegistry  # noqa: E402
+from service.engine.sessions import decoder_for  # noqa: E402
 from synthgen.core.errors import ModelPackageError  # noqa: E402
 from synthgen.core.package import load_package, manifest_schema, sha256_file  # noqa: E402
 

@@ -213,7 +213,7 @@ def test_redis_restarts_mid_job(
         final = wait_job(http, job["id"], finished, timeout_s=600)
         assert final["status"] == "succeeded" and final["done"] == count
         service.wait_ready(timeout_s=30)
-        assert service.api.app is not None and service.api.poll() is None
+        assert service.api is not None and service.api.poll() is None
         assert all(w.poll() is None for w in service.workers)
         digest, names = _download_digest(http, job["id"])
         assert names == _expected_names(count) and digest == digests(count)
