@@ -32,8 +32,8 @@ import redis
 
 from service.embedded_redis import EmbeddedRedis
 from service.engine.registry import ModelRegistry
-from service.engine.sessions import open_session, pick_providers
 from service.engine.rendering import RenderSpec, encode_samples
+from service.engine.sessions import open_session, pick_providers
 from service.settings import get_settings
 
 REPO = Path(__file__).resolve().parent.parent
