@@ -45,7 +45,8 @@ RUN python3 -m venv /opt/venv \
 FROM ${PYTHON_IMAGE} AS cpu
 LABEL org.opencontainers.image.title="synthgen" \
       org.opencontainers.image.description="Synthetic 64x64 face images from an ONNX adversarial-autoencoder decoder (CPU)"
-RUN useradd --no-log-init --system --uid 10001 --user-group --home-dir /app --shell /usr/sbin/nologin synthgen
+RUN useradd --no-log-init --system --uid 10001 --user-group --home-dir /app --shell /usr/sbin/nologin synthgen \
+    && mkdir /data && chown 10001:10001 /data
 COPY --from=cpu-build /opt/venv /opt/venv
 WORKDIR /app
 COPY models/ /app/models/
@@ -55,9 +56,12 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     SYNTHGEN_MODELS_DIR=/app/models \
     SYNTHGEN_DEFAULT_MODEL=avatars-64 \
-    SYNTHGEN_EMBEDDED_REDIS_DIR=/tmp/synthgen-redis \
+    SYNTHGEN_DATA_DIR=/data \
     SYNTHGEN_PORT=8000
 USER 10001:10001
+# The embedded Redis's append-only file (serve --role all without REDIS_URL): mount a volume to keep jobs
+# across restarts, e.g. docker run -v synthgen-data:/data ...
+VOLUME ["/data"]
 EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
     CMD ["python", "-c", "import os, sys, urllib.request; r = urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('SYNTHGEN_PORT', '8000'), timeout=4); sys.exit(0 if r.status == 200 else 1)"]
@@ -95,7 +99,8 @@ RUN uv python install 3.11 \
 FROM ${CUDA_IMAGE} AS gpu
 LABEL org.opencontainers.image.title="synthgen" \
       org.opencontainers.image.description="Synthetic 64x64 face images from an ONNX adversarial-autoencoder decoder (CUDA)"
-RUN useradd --no-log-init --system --uid 10001 --user-group --home-dir /app --shell /usr/sbin/nologin synthgen
+RUN useradd --no-log-init --system --uid 10001 --user-group --home-dir /app --shell /usr/sbin/nologin synthgen \
+    && mkdir /data && chown 10001:10001 /data
 COPY --from=gpu-build /opt/python /opt/python
 COPY --from=gpu-build /opt/venv /opt/venv
 WORKDIR /app
@@ -106,11 +111,14 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     SYNTHGEN_MODELS_DIR=/app/models \
     SYNTHGEN_DEFAULT_MODEL=avatars-64 \
-    SYNTHGEN_EMBEDDED_REDIS_DIR=/tmp/synthgen-redis \
+    SYNTHGEN_DATA_DIR=/data \
     SYNTHGEN_PORT=8000 \
     NVIDIA_VISIBLE_DEVICES=all \
     NVIDIA_DRIVER_CAPABILITIES=compute,utility
 USER 10001:10001
+# The embedded Redis's append-only file (serve --role all without REDIS_URL): mount a volume to keep jobs
+# across restarts, e.g. docker run -v synthgen-data:/data ...
+VOLUME ["/data"]
 EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
     CMD ["python", "-c", "import os, sys, urllib.request; r = urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('SYNTHGEN_PORT', '8000'), timeout=4); sys.exit(0 if r.status == 200 else 1)"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -11,9 +12,10 @@ import numpy as np
 import redis.asyncio as aioredis
 
 from service.api.keys import KeyRing
-from service.embedded_redis import EmbeddedRedis
+from service.embedded_redis import EmbeddedRedis, PersistentRedis
 from service.engine.batching import DynamicBatcher
 from service.engine.registry import LoadedModel, ModelRegistry, build_registry
+from service.queue.eviction import check_eviction_policy
 from service.queue.jobs import QueueConfig
 from service.queue.result_store import make_result_store
 from service.queue.streams import JobQueue
@@ -62,27 +64,37 @@ class Runtime:
         return await self._image_batchers[ref].submit(z, Priority.INTERACTIVE)
 
     @classmethod
-    async def start(cls, settings: Settings, with_worker: bool, registry: ModelRegistry | None = None) -> Runtime:
-        """Load and verify the models first: a bad package stops the process before anything else starts."""
+    async def start(
+        cls, settings: Settings, with_worker: bool, registry: ModelRegistry | None = None, embedded: EmbeddedRedis | None = None
+    ) -> Runtime:
+        """Load and verify the models first: a bad package stops the process before anything else starts.
+
+        With no ``REDIS_URL`` the process runs on an embedded Redis: ``embedded`` when the caller started
+        it already, else one started here on the settings' data folder. Either way it is stopped by ``close``.
+        """
         if registry is None:
             registry = await asyncio.to_thread(build_registry, settings)
         keyring = load_keyring(settings)
-        embedded = None
         url = settings.redis_url
-        if not url:
-            embedded = EmbeddedRedis(settings.embedded_redis_dir)
-            url = await asyncio.to_thread(embedded.start)
+        if not url and embedded is None:
+            embedded = PersistentRedis(settings.data_dir, settings.embedded_appendfsync)
+            await asyncio.to_thread(embedded.start)
+        if embedded is not None:
+            url = embedded.url
         client = aioredis.from_url(url, socket_timeout=10, socket_connect_timeout=5, health_check_interval=15)
         queue = JobQueue(client, QueueConfig.from_settings(settings), make_result_store(settings.result_store))
         runtime = cls(settings, client, registry, queue, keyring, embedded)
         try:
+            await check_eviction_policy(client, settings.require_noeviction)
             await queue.ensure_groups()
-        except Exception:
+        except BaseException:
             await runtime.close()
             raise
         register_gpu_metrics()
         if with_worker:
-            worker = Worker(settings, client, registry)
+            # On its own embedded server this process is the only consumer: whatever is pending belongs to
+            # the process that ran before it (killed or stopped), so it is taken over at once.
+            worker = Worker(settings, client, registry, reclaim_at_start=embedded is not None)
             runtime.worker_task = asyncio.create_task(worker.run(runtime._stop), name="worker")
         return runtime
 
@@ -99,10 +111,13 @@ class Runtime:
             await batcher.stop()
         self._image_pool.shutdown(wait=False)
         if self.worker_task is not None:
-            try:
-                await asyncio.wait_for(self.worker_task, timeout=30)
+            try:  # in-flight chunks finish; past the drain timeout they stay pending (handed back) instead
+                await asyncio.wait_for(asyncio.shield(self.worker_task), timeout=self.settings.drain_timeout_s)
             except TimeoutError:
+                log.warning("work still in flight after %.0f s: handed back to the queue", self.settings.drain_timeout_s)
                 self.worker_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await self.worker_task
             except Exception:
                 log.exception("worker stopped with an error")
         await self.redis.aclose()

@@ -10,6 +10,7 @@ import uvicorn
 from prometheus_client import start_http_server
 
 from service.api.app import create_app
+from service.embedded_redis import PersistentRedis
 from service.engine.registry import ModelRegistry, build_registry
 from service.runtime import Runtime, load_keyring
 from service.settings import Settings, get_settings
@@ -50,14 +51,24 @@ def serve(role: str, host: str | None = None, port: int | None = None) -> int:
     if role == "worker":
         asyncio.run(run_worker(settings, registry, host, port))
         return 0
-    app = create_app(settings, with_worker=role == "all", registry=registry)
-    config = uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        log_level=settings.log_level,
-        proxy_headers=True,
-        timeout_graceful_shutdown=30,
-    )
-    uvicorn.Server(config).run()
-    return 0
+    # The embedded Redis starts before the app, so a data folder held by another process stops this one
+    # here, with one line, before it listens.
+    embedded = PersistentRedis(settings.data_dir, settings.embedded_appendfsync) if not settings.redis_url else None
+    if embedded is not None:
+        embedded.start()
+    try:
+        app = create_app(settings, with_worker=role == "all", registry=registry, embedded=embedded)
+        config = uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            log_level=settings.log_level,
+            proxy_headers=True,
+            timeout_graceful_shutdown=int(settings.drain_timeout_s),
+        )
+        server = uvicorn.Server(config)
+        server.run()
+    finally:
+        if embedded is not None:
+            embedded.stop()  # a no-op when the app's shutdown has stopped it already
+    return 0 if server.started else 3

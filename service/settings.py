@@ -6,6 +6,7 @@ layers build their own configuration objects from a ``Settings`` (``QueueConfig.
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -16,12 +17,23 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 DEFAULT_MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 
 
+def default_data_dir() -> Path:
+    """The per-user data folder (XDG): ``$XDG_DATA_HOME/synthgen``, else ``~/.local/share/synthgen``."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "synthgen"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SYNTHGEN_", env_file=".env", extra="ignore")
 
     # Redis: a URL (redis://, rediss://, unix://). Empty means: start an embedded redis-server.
     redis_url: str = Field(default="", validation_alias=AliasChoices("REDIS_URL", "SYNTHGEN_REDIS_URL"))
-    embedded_redis_dir: Path | None = None  # where the embedded server keeps its socket and data
+    # With no REDIS_URL, `synthgen serve` keeps its embedded Redis (append-only file) in this folder, so a
+    # restart or a crash keeps the jobs. One process at a time may use it.
+    data_dir: Path = Field(default_factory=lambda: default_data_dir())
+    embedded_appendfsync: Literal["everysec", "always"] = "everysec"  # always: nothing acknowledged is ever lost
+    require_noeviction: bool = False  # refuse to start (not just warn) on a Redis whose maxmemory-policy evicts keys
+    drain_timeout_s: float = Field(default=30.0, gt=0)  # on SIGTERM: how long in-flight work may take to finish
 
     models_dir: Path = DEFAULT_MODELS_DIR
     default_model: str = "avatars-64"  # name, or name@version

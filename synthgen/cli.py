@@ -377,7 +377,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_evaluate(sub)
 
-    p = sub.add_parser("serve", help="run the HTTP API and/or a worker")
+    p = sub.add_parser(
+        "serve",
+        help="run the HTTP API and/or a worker",
+        description="Serve the API and/or a worker. With no REDIS_URL, --role all runs an embedded Redis whose "
+        "append-only file lives in SYNTHGEN_DATA_DIR (default ~/.local/share/synthgen): jobs survive a restart or "
+        "a crash. SIGTERM drains in-flight work (SYNTHGEN_DRAIN_TIMEOUT_S) before exiting.",
+    )
     p.add_argument("--role", default="all", choices=["all", "api", "worker"])
     p.add_argument("--host", default=None, help="default: SYNTHGEN_HOST or 127.0.0.1")
     p.add_argument("--port", type=int, default=None, help="default: SYNTHGEN_PORT or 8000")

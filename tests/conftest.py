@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -24,6 +25,8 @@ from tests.support.live import LiveService
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED_MODELS = REPO / "models"
+# `synthgen serve` with no REDIS_URL keeps its data in SYNTHGEN_DATA_DIR: never the user's own folder in tests
+os.environ.setdefault("SYNTHGEN_DATA_DIR", tempfile.mkdtemp(prefix="sg-data-"))
 
 
 @pytest.fixture

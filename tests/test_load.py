@@ -11,8 +11,9 @@ from typing import Any
 import httpx
 import pytest
 
-from bench import bench_overload, bench_soak
 from service.queue import keys as K
+from tests.support import overload as bench_overload
+from tests.support import soak as bench_soak
 from tests.support.jobs import wait_job
 from tests.support.live import LiveService, leaked_keys
 
@@ -33,7 +34,7 @@ def test_an_overload_of_10x_is_refused_cleanly_and_throughput_comes_back(
     service.wait_workers()
     report = bench_overload.run(service, JOB_SIZE, 10.0, overload_s, baseline_s, recovery_s, CLIENTS, min(3.0, baseline_s / 1.5))
     summary = bench_overload.summarize(report)
-    print("\n" + bench_overload._table(summary))
+    print("\n" + bench_overload.table(summary))
 
     assert summary["server_errors"] == 0 and summary["connection_errors"] == 0, summary["by_status"]
     assert summary["by_status"].get("429", 0) > summary["by_status"].get("202", 0), "that was no overload"

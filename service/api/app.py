@@ -15,6 +15,7 @@ from service.api.errors import install_error_handlers
 from service.api.middleware import BodySizeLimit, install_metrics_middleware
 from service.api.routes import images, jobs, models, ops
 from service.api.schemas import ErrorResponse
+from service.embedded_redis import EmbeddedRedis
 from service.engine.registry import ModelRegistry
 from service.runtime import Runtime
 from service.settings import Settings, get_settings
@@ -37,13 +38,19 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def create_app(settings: Settings | None = None, with_worker: bool = True, registry: ModelRegistry | None = None) -> FastAPI:
-    """Build the app; the lifespan loads models (unless given), connects Redis and (optionally) runs a worker."""
+def create_app(
+    settings: Settings | None = None,
+    with_worker: bool = True,
+    registry: ModelRegistry | None = None,
+    embedded: EmbeddedRedis | None = None,
+) -> FastAPI:
+    """Build the app; the lifespan loads models (unless given), connects Redis (``embedded``, when already
+    started, is used and stopped with the app) and (optionally) runs a worker."""
     settings = settings or get_settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.runtime = await Runtime.start(settings, with_worker, registry)
+        app.state.runtime = await Runtime.start(settings, with_worker, registry, embedded)
         try:
             yield
         finally:

@@ -121,6 +121,24 @@ class JobQueue:
             await self.redis.incrby(K.REDELIVERIES_KEY, len(items))
         return items
 
+    async def take_over_all(self, consumer: str, batch: int = 1000) -> list[WorkItem]:
+        """Claim every pending entry of every consumer, idle or not (for the only consumer of a server,
+        at start-up: whatever is pending was left by a process that is gone)."""
+        items: list[WorkItem] = []
+        for stream in K.STREAM_ORDER:
+            cursor = "0-0"
+            while True:
+                response: Any = await self.redis.xautoclaim(
+                    stream, K.WORKER_GROUP, consumer, min_idle_time=0, start_id=cursor, count=batch
+                )
+                cursor = response[0].decode() if isinstance(response[0], bytes) else str(response[0])
+                items += [WorkItem.from_entry(stream, e.decode(), _decode(f)) for e, f in response[1] if f]
+                if cursor == "0-0":
+                    break
+        if items:
+            await self.redis.incrby(K.REDELIVERIES_KEY, len(items))
+        return items
+
     async def refresh_claims(self, consumer: str, items: list[WorkItem]) -> None:
         """Reset the idle time of entries still being worked on, so nobody reclaims them."""
         for stream in K.STREAM_ORDER:

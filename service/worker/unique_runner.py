@@ -91,6 +91,7 @@ class UniqueJob:
     model: LoadedModel
     spec: RenderSpec
     novel: TrainingIndex | None = None  # the privacy guard, for novel jobs
+    stopping: Callable[[], bool] = lambda: False  # the worker is draining: hand the rest of the job back
 
     @property
     def unique(self) -> bool:
@@ -109,16 +110,16 @@ async def run_unique_job(queue: JobQueue, work: UniqueJob, decode: Decode, encod
     try:
         state = await queue.unique_state(job_id)
         if collection:
-            own = {state[k] for k in state if k.startswith("emb:")}
-            for block in await collection.embeddings():
-                if block not in own:  # this job's own chunks come from its state below
-                    accepted.add_block(np.frombuffer(block, np.float32).reshape(-1, dim))
+            await _add_collection(accepted, collection, state, dim)
         next_candidate = 0
         for chunk in range(math.ceil(count / chunk_size)):
             if f"next:{chunk}" in state:  # stored before a takeover: reuse it
                 accepted.add_block(np.frombuffer(state[f"emb:{chunk}"], np.float32).reshape(-1, dim))
                 next_candidate = int(state[f"next:{chunk}"])
                 continue
+            if work.stopping():  # the entry stays pending: whoever takes it resumes after this chunk
+                log.info("unique job %s handed back at chunk %d: the worker is stopping", job_id, chunk)
+                return
             if collection:
                 await collection.keep_locked()
             need = min(chunk_size, count - chunk * chunk_size)
@@ -141,6 +142,14 @@ async def run_unique_job(queue: JobQueue, work: UniqueJob, decode: Decode, encod
         if collection:
             await collection.unlock()
     await queue.skip(work.item)
+
+
+async def _add_collection(accepted: AcceptedSet, collection: Collection, state: dict[str, bytes], dim: int) -> None:
+    """The faces earlier jobs of the collection accepted; this job's own chunks come from its state."""
+    own = {state[k] for k in state if k.startswith("emb:")}
+    for block in await collection.embeddings():
+        if block not in own:
+            accepted.add_block(np.frombuffer(block, np.float32).reshape(-1, dim))
 
 
 async def _fill_chunk(

@@ -35,7 +35,16 @@ SWEEP_EVERY_S = 60
 
 
 class Worker:
-    def __init__(self, settings: Settings, client: aioredis.Redis, registry: ModelRegistry, name: str | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        client: aioredis.Redis,
+        registry: ModelRegistry,
+        name: str | None = None,
+        reclaim_at_start: bool = False,
+    ) -> None:
+        """``reclaim_at_start``: take over every pending entry at once, whoever held it, until none is left:
+        right for the only consumer of a server (the embedded one), whose predecessor is known dead."""
         self.settings = settings
         self.redis = client
         self.registry = registry
@@ -47,6 +56,9 @@ class Worker:
         self._inflight: dict[str, WorkItem] = {}
         self._preparing = 0  # work items started that have not yet handed their latents to the batcher
         self._tasks: set[asyncio.Task[None]] = set()
+        self._take_over = reclaim_at_start
+        self._backlog: list[WorkItem] = []  # taken over at start-up, not yet started
+        self._stop: asyncio.Event | None = None
 
     def _batcher(self, model: LoadedModel) -> DynamicBatcher:
         ref = model.package.ref
@@ -72,7 +84,13 @@ class Worker:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Work until ``stop`` is set; then finish the items in flight and return."""
+        self._stop = stop
         await self.queue.ensure_groups()
+        if self._take_over:
+            self._backlog = await self.queue.take_over_all(self.name)
+            if self._backlog:
+                M.REDELIVERIES.inc(len(self._backlog))
+                log.warning("took over %d work items that the previous process left pending", len(self._backlog))
         heartbeat = asyncio.create_task(self._heartbeat(stop), name="worker-heartbeat")
         log.info("worker %s started", self.name)
         try:
@@ -105,6 +123,11 @@ class Worker:
         free = self.settings.worker_concurrency - len(self._inflight)
         if free <= 0:
             await asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED)
+            return
+        if self._backlog:
+            items, self._backlog = self._backlog[:free], self._backlog[free:]
+            for item in items:
+                self._spawn(item)
             return
         min_idle = int(self.settings.visibility_timeout_s * 1000)
         items = await self.queue.reclaim(self.name, min_idle, free)
@@ -170,6 +193,9 @@ class Worker:
             if state["preparing"]:
                 self._preparing -= 1
 
+    def _stopping(self) -> bool:
+        return self._stop is not None and self._stop.is_set()
+
     def _submitted(self, state: dict[str, bool]) -> None:
         if state["preparing"]:
             state["preparing"] = False
@@ -200,7 +226,7 @@ class Worker:
             novel = model.training_index() if job.novel else None
             if job.novel and novel is None:
                 raise RuntimeError(f"job asks for novel images but {model.package.ref} on this worker has no training index")
-            work = UniqueJob(item, job, model, spec, novel)
+            work = UniqueJob(item, job, model, spec, novel, stopping=self._stopping)
             await run_unique_job(self.queue, work, batcher.submit, self._encode_pool, self.settings.batch_size)
             M.IMAGES.labels(model.package.ref, spec.fmt).inc(item.images)
             return

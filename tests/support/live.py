@@ -8,6 +8,7 @@ Nothing here is a stand-in: these are the processes an operator runs.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -220,3 +221,62 @@ PERMANENT_KEYS = re.compile(
 def leaked_keys(client: redis.Redis) -> list[str]:
     """Keys that will never expire and are not among the permanent ones."""
     return sorted(key for key, ttl in iter_key_ttls(client) if ttl == -1 and not PERMANENT_KEYS.match(key))
+
+
+class StandaloneServe:
+    """``synthgen serve`` as the README runs it: one process (api and worker) on its embedded Redis, whose
+    append-only file lives in ``data_dir``. It can be killed and started again on the same folder."""
+
+    def __init__(self, data_dir: Path, env: dict[str, str] | None = None, log_dir: Path | None = None) -> None:
+        self.data_dir = data_dir
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.log_dir = Path(log_dir or tempfile.mkdtemp(prefix="synthgen-standalone-"))
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+        self.env.update({"SYNTHGEN_DATA_DIR": str(data_dir), "PYTHONUNBUFFERED": "1", **(env or {})})
+        self.process: subprocess.Popen[bytes] | None = None
+        self._starts = 0
+
+    def start(self, wait: bool = True, **env: str) -> subprocess.Popen[bytes]:
+        self._starts += 1
+        log = open(self.log_dir / f"serve-{self._starts:03d}.log", "wb")  # noqa: SIM115 (closed with the process)
+        cmd = [sys.executable, "-m", "synthgen.cli", "--log-level", "WARNING", "serve", "--port", str(self.port)]
+        try:
+            self.process = subprocess.Popen(cmd, env={**self.env, **env}, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+        finally:
+            log.close()
+        if wait:
+            self.wait_ready()
+        return self.process
+
+    def wait_ready(self, timeout_s: float = 90) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                raise RuntimeError(f"synthgen serve exited with {self.process.returncode}: {self.logs()[-2000:]}")
+            try:
+                if httpx.get(f"{self.base_url}/readyz", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"synthgen serve did not become ready in {timeout_s} s")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 120) -> float:
+        """Send ``sig`` and wait for the process to exit; returns the seconds it took."""
+        started = time.monotonic()
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(sig)
+            self.process.wait(timeout_s)
+        return time.monotonic() - started
+
+    def close(self) -> None:
+        """Stop the process and any redis-server a SIGKILL left behind on the data folder."""
+        self.stop(signal.SIGKILL)
+        pid_file = self.data_dir / "redis" / "redis-server.pid"
+        with contextlib.suppress(OSError, ValueError):
+            os.kill(int(pid_file.read_text().strip()), signal.SIGKILL)
+
+    def logs(self) -> str:
+        return "\n".join(p.read_text(errors="replace") for p in sorted(self.log_dir.glob("serve-*.log")))
