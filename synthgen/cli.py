@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from synthgen import __version__
+from synthgen.core.images import DEFAULT_FORMAT, DEFAULT_QUALITY, FORMATS
 
 if TYPE_CHECKING:
     from aae.evaluate import EvalSizes
@@ -114,7 +115,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     model = build_registry(settings, models_dir, args.model).get(args.model)
     seed = 0 if args.seed is None else args.seed
     spec = RenderSpec(seed, args.truncation, args.format, args.quality, settings.png_compress_level)
-    out = generate_to_directory(model, spec, args.count, args.out, args.batch_size, settings.encode_threads)
+    batch = args.batch_size or settings.batch_size
+    out = generate_to_directory(model, spec, args.count, args.out, batch, settings.encode_threads)
     _say(f"{args.count} images of {model.package.ref} in {out}/ (manifest.jsonl lists them)")
     return 0
 
@@ -351,11 +353,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None, help="default: 0 in-process; with --server, the server picks one")
     p.add_argument("--out", required=True)
     p.add_argument("--truncation", type=_positive_float, default=None)
-    p.add_argument("--format", default="png", choices=["png", "jpeg", "webp", "npy"])
-    p.add_argument("--quality", type=int, default=90, choices=range(1, 101), metavar="1..100")
+    p.add_argument("--format", default=DEFAULT_FORMAT, choices=FORMATS)
+    p.add_argument("--quality", type=int, default=DEFAULT_QUALITY, choices=range(1, 101), metavar="1..100")
     p.add_argument("--model", default=None, help="name or name@version (default: settings)")
     p.add_argument("--models-dir", default=None)
-    p.add_argument("--batch-size", type=_positive_int, default=64)
+    p.add_argument(
+        "--batch-size", type=_positive_int, default=None, help="in-process: latents per decode (default: SYNTHGEN_BATCH_SIZE)"
+    )
     p.add_argument("--server", metavar="URL", default=None, help="generate on a synthgen server; re-run to resume")
     p.add_argument("--api-key", default=None, help="with --server (default: SYNTHGEN_API_KEY)")
     p.add_argument("--shards", type=_positive_int, default=None, help="with --server: write N WebDataset tar shards")

@@ -26,6 +26,8 @@ from tqdm import tqdm
 
 from synthgen.client import TAR_END, ConflictError, NotFoundError, Sample, SynthgenClient, SynthgenClientError
 from synthgen.core.files import write_atomically
+from synthgen.core.images import DEFAULT_FORMAT, DEFAULT_QUALITY
+from synthgen.core.jobs import JobStatus
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +44,8 @@ class RemoteJob:
     server: str
     count: int
     out: Path
-    fmt: str = "png"
-    quality: int = 90
+    fmt: str = DEFAULT_FORMAT
+    quality: int = DEFAULT_QUALITY
     shards: int | None = None
     seed: int | None = None  # None: the server picks one (it is kept in the state file)
     truncation: float | None = None
@@ -267,7 +269,7 @@ def _ensure_job(client: SynthgenClient, job: RemoteJob, state: JobState) -> None
     """Reuse the state's job while the server still has it; else create the same job again."""
     if state.job_id and state.server == job.server:
         try:
-            if client.job(state.job_id).status not in ("failed", "cancelled", "expired"):
+            if not JobStatus(client.job(state.job_id).status).unusable:
                 log.info("resuming job %s at sample %d of %d", state.job_id, state.next_index, job.count)
                 return
         except NotFoundError:

@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from service.settings import default
-from synthgen.core.images import ImageFormat
+from synthgen.core.images import DEFAULT_FORMAT, DEFAULT_QUALITY, ImageFormat
 from synthgen.core.jobs import JobStatus, Priority
 from synthgen.core.latents import MAX_SEED
 
@@ -33,8 +33,8 @@ class JobRequest(BaseModel):
     truncation: float | None = Field(
         default=None, gt=0, le=100, allow_inf_nan=False, description="Every latent coordinate lies within +-truncation sigma."
     )
-    format: ImageFormat = "png"
-    quality: int = Field(default=90, ge=1, le=100, description="JPEG and WebP quality.")
+    format: ImageFormat = DEFAULT_FORMAT
+    quality: int = Field(default=DEFAULT_QUALITY, ge=1, le=100, description="JPEG and WebP quality.")
     priority: Priority | None = Field(default=None, description="Default: interactive for small jobs, else bulk.")
     unique: bool = Field(
         default=False,
@@ -67,8 +67,8 @@ class InterpolateRequest(BaseModel):
     steps: int = Field(default=9, ge=2, le=256, description="Images along the path, both ends included")
     method: Literal["slerp", "lerp"] = "slerp"
     truncation: float | None = Field(default=None, gt=0, le=100, allow_inf_nan=False)
-    format: ImageFormat = "png"
-    quality: int = Field(default=90, ge=1, le=100)
+    format: ImageFormat = DEFAULT_FORMAT
+    quality: int = Field(default=DEFAULT_QUALITY, ge=1, le=100)
 
 
 class JobLinks(BaseModel):

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from service.engine.registry import LoadedModel
-from synthgen.core.images import EXTENSIONS, encode_image
+from synthgen.core.images import DEFAULT_FORMAT, DEFAULT_PNG_LEVEL, DEFAULT_QUALITY, EXTENSIONS, encode_image
 from synthgen.core.latents import slerp
 from synthgen.core.webdataset import sample_meta, tar_sample
 
@@ -21,9 +21,9 @@ class RenderSpec:
 
     seed: int
     truncation: float | None = None
-    fmt: str = "png"
-    quality: int = 90
-    png_compress_level: int = 1
+    fmt: str = DEFAULT_FORMAT
+    quality: int = DEFAULT_QUALITY
+    png_compress_level: int = DEFAULT_PNG_LEVEL
 
 
 @dataclass

@@ -12,7 +12,7 @@ from typing import Any
 
 from service.queue import keys as K
 from service.settings import Settings, default
-from synthgen.core.images import ImageFormat
+from synthgen.core.images import DEFAULT_FORMAT, DEFAULT_QUALITY, ImageFormat
 from synthgen.core.jobs import ANONYMOUS_TENANT, JobStatus, Priority
 
 
@@ -36,8 +36,8 @@ class JobSpec:
     count: int
     seed: int
     truncation: float | None = None
-    fmt: ImageFormat = "png"
-    quality: int = 90
+    fmt: ImageFormat = DEFAULT_FORMAT
+    quality: int = DEFAULT_QUALITY
     priority: Priority = Priority.BULK
     owner: str = ANONYMOUS_TENANT  # the API key's tenant id
     unique: bool = False  # no two images closer than the model's uniqueness threshold

@@ -20,7 +20,7 @@ from service.queue.streams import JobQueue
 from service.settings import Settings
 from service.telemetry import instruments as M
 from synthgen.core.errors import InvalidRequest, SynthgenError
-from synthgen.core.images import ImageFormat
+from synthgen.core.images import DEFAULT_FORMAT, DEFAULT_QUALITY, ImageFormat
 from synthgen.core.jobs import Priority
 from synthgen.core.latents import MAX_SEED
 from synthgen.core.package import ModelPackage
@@ -35,8 +35,8 @@ class Order:
     count: int
     seed: int | None = None
     truncation: float | None = None
-    fmt: ImageFormat = "png"
-    quality: int = 90
+    fmt: ImageFormat = DEFAULT_FORMAT
+    quality: int = DEFAULT_QUALITY
     priority: Priority | None = None
     unique: bool = False
     collection: str | None = None

@@ -2,7 +2,20 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 from prometheus_client import Counter, Gauge, Histogram
+
+
+class ChunkOutcome(StrEnum):
+    """The ``outcome`` label of synthgen_chunks_total: what became of a work item."""
+
+    DONE = "done"  # computed, stored and counted
+    SKIPPED = "skipped"  # its job was gone, stopped or expired
+    ERROR = "failed"  # it could not be computed: its job failed
+    REDIS_ERROR = "redis_error"  # left pending for a retry
+    STORE_FULL = "store_full"  # the result store had no room: its job failed
+
 
 _LATENCY_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)

@@ -25,6 +25,7 @@ from service.queue.result_store import ResultStoreFull, make_result_store
 from service.queue.streams import JobQueue
 from service.settings import Settings
 from service.telemetry import instruments as M
+from service.telemetry.instruments import ChunkOutcome
 from service.worker.unique_runner import UniqueJob, run_unique_job
 from synthgen.core.errors import NotFound
 from synthgen.core.jobs import JobStatus
@@ -177,15 +178,15 @@ class Worker:
             await self._compute_and_store(item, state)
         except aioredis.RedisError as exc:
             # Left pending: another pass (here or on another worker) will reclaim it.
-            M.CHUNKS.labels("redis_error").inc()
+            M.CHUNKS.labels(ChunkOutcome.REDIS_ERROR).inc()
             log.warning("work item %s of job %s left pending: %s", item.entry_id, item.job_id, exc)
         except ResultStoreFull as exc:
-            M.CHUNKS.labels("store_full").inc()
+            M.CHUNKS.labels(ChunkOutcome.STORE_FULL).inc()
             M.JOBS_FINISHED.labels(JobStatus.FAILED.value).inc()
             log.error("job %s failed: %s", item.job_id, exc)
             await self.queue.fail_job(item, f"result store full: {exc.strerror}; no partial chunk was kept")
         except Exception as exc:
-            M.CHUNKS.labels("failed").inc()
+            M.CHUNKS.labels(ChunkOutcome.ERROR).inc()
             M.JOBS_FINISHED.labels(JobStatus.FAILED.value).inc()
             log.exception("work item %s of job %s failed", item.entry_id, item.job_id)
             await self.queue.fail_job(item, f"{type(exc).__name__}: {exc}")
@@ -206,12 +207,12 @@ class Worker:
             job = await self.queue.get_job(item.job_id)
         except NotFound:
             await self.queue.skip(item)
-            M.CHUNKS.labels("skipped").inc()
+            M.CHUNKS.labels(ChunkOutcome.SKIPPED).inc()
             return
         if job.status.stopped or job.expired():
             # a cancelled or failed job released its images already; an expired one releases them here
             await self.queue.skip(item, release_images=0 if job.status.stopped else item.images)
-            M.CHUNKS.labels("skipped").inc()
+            M.CHUNKS.labels(ChunkOutcome.SKIPPED).inc()
             return
         await self.queue.mark_running(item.job_id)
         model = self.registry.get(job.model)
@@ -241,9 +242,9 @@ class Worker:
         M.ENCODE_SECONDS.labels(spec.fmt).observe(time.perf_counter() - started)
         done, finished = await self.queue.complete_chunk(item, len(indices), tar, offsets, job.expires_at)
         if done < 0:
-            M.CHUNKS.labels("skipped").inc()
+            M.CHUNKS.labels(ChunkOutcome.SKIPPED).inc()
             return
-        M.CHUNKS.labels("done").inc()
+        M.CHUNKS.labels(ChunkOutcome.DONE).inc()
         M.IMAGES.labels(model.package.ref, spec.fmt).inc(len(indices))
         M.RESULT_BYTES.inc(len(tar))
         if finished:

@@ -26,6 +26,7 @@ from synthgen.client.constants import TAR_END, Destination
 from synthgen.client.errors import SynthgenTimeoutError
 from synthgen.client.models import Job, ModelInfo, Sample
 from synthgen.core.files import atomic_file
+from synthgen.core.images import DEFAULT_FORMAT, DEFAULT_QUALITY
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +87,7 @@ class AsyncSynthgenClient(_Base):
 
     async def create_job(
         self, count: int, seed: int | None = None, model: str | None = None, truncation: float | None = None,
-        format: str = "png", quality: int = 90, priority: str | None = None, unique: bool = False,
+        format: str = DEFAULT_FORMAT, quality: int = DEFAULT_QUALITY, priority: str | None = None, unique: bool = False,
         collection: str | None = None, novel: bool = False,
     ) -> Job:  # fmt: skip
         body = _job_body(count, seed, model, truncation, format, quality, priority, unique, collection, novel)
@@ -153,14 +154,14 @@ class AsyncSynthgenClient(_Base):
 
     async def image(
         self, seed: int, index: int = 0, model: str | None = None, truncation: float | None = None,
-        fmt: str = "png", quality: int | None = None,
+        fmt: str = DEFAULT_FORMAT, quality: int | None = None,
     ) -> bytes:  # fmt: skip
         path, params = _image_request(seed, index, model, truncation, fmt, quality)
         return (await self._send("GET", path, params=params)).content
 
     async def interpolate(
         self, from_seed: int, to_seed: int, steps: int = 9, method: str = "slerp", model: str | None = None,
-        fmt: str = "png", layout: str | None = None, **options: Any,
+        fmt: str = DEFAULT_FORMAT, layout: str | None = None, **options: Any,
     ) -> bytes:  # fmt: skip
         """A tar of the images from one seed's latent to another's, or one strip image with layout="strip".
         ``options`` adds body fields the server knows (from_index, to_index, truncation, quality)."""

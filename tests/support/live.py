@@ -17,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -43,6 +43,23 @@ def rss_mb(pid: int) -> float:
         return 0.0
     found = re.search(r"VmRSS:\s+(\d+)", status)
     return int(found.group(1)) / 1024 if found else 0.0
+
+
+def wait_ready(
+    base_url: str, process: subprocess.Popen[bytes] | None, logs: Callable[[], str], what: str, timeout_s: float = 90
+) -> None:
+    """Wait until ``base_url``/readyz answers 200; fail at once, with the log's tail, if the process exits."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"{what} exited with {process.returncode}: {logs()[-2000:]}")
+        try:
+            if httpx.get(f"{base_url}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"{what} did not become ready in {timeout_s} s")
 
 
 class LiveService:
@@ -122,17 +139,7 @@ class LiveService:
         self.workers.remove(process)
 
     def wait_ready(self, timeout_s: float = 90) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.api is not None and self.api.poll() is not None:
-                raise RuntimeError(f"the api process exited with {self.api.returncode}: {self.logs('api')[-2000:]}")
-            try:
-                if httpx.get(f"{self.base_url}/readyz", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
-        raise RuntimeError(f"the api did not become ready in {timeout_s} s")
+        wait_ready(self.base_url, self.api, lambda: self.logs("api"), "the api", timeout_s)
 
     def wait_workers(self, count: int | None = None, timeout_s: float = 90) -> None:
         """Wait until ``count`` (default: all) worker processes have written their heartbeat."""
@@ -251,17 +258,7 @@ class StandaloneServe:
         return self.process
 
     def wait_ready(self, timeout_s: float = 90) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process is not None and self.process.poll() is not None:
-                raise RuntimeError(f"synthgen serve exited with {self.process.returncode}: {self.logs()[-2000:]}")
-            try:
-                if httpx.get(f"{self.base_url}/readyz", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
-        raise RuntimeError(f"synthgen serve did not become ready in {timeout_s} s")
+        wait_ready(self.base_url, self.process, self.logs, "synthgen serve", timeout_s)
 
     def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 120) -> float:
         """Send ``sig`` and wait for the process to exit; returns the seconds it took."""

@@ -1,21 +1,4 @@
-"""The overload run behind bench/bench_overload.py and tests/test_load.py.
-
-Overload: job submissions at 10x the sustainable rate for 60 s, from a bounded number of clients.
-
-1. capacity: the workers' drain rate W (images/s), from a batch of jobs; the sustainable submission
-   rate is S = W / job size (jobs/s);
-2. before: normal traffic, S/2, for --baseline-s;
-3. overload: --factor x S for --overload-s, open loop, from --clients concurrent clients that do not
-   back off (the worst case: every 429 is answered by the next request at once);
-4. after: S/2 again for --recovery-s.
-
-It records every response (2xx, 429 with or without Retry-After, 5xx, connection errors), samples the
-api's and the workers' RSS and Redis's used_memory twice a second, and prints images/s and accepted
-jobs/s in 10 s windows before, during and after, and how long after the overload throughput is back.
-
-    python bench/bench_overload.py                         # the shipped model, 60 s at 10x
-    python bench/bench_overload.py --overload-s 10         # a short run
-"""
+"""The overload run behind bench/bench_overload.py (its docstring describes the run) and tests/test_load.py."""
 
 from __future__ import annotations
 

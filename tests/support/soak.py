@@ -1,16 +1,4 @@
-"""The soak run behind bench/bench_soak.py and tests/test_load.py.
-
-Soak: at least 1,000,000 images through HTTP, Redis and worker processes, then past the result TTL.
-
-Clients submit jobs one after another (honouring 429 Retry-After) and stream every result over HTTP,
-checking that each sample arrives once and in order. Meanwhile the api's and the workers' RSS and
-Redis's used_memory are sampled. With a short TTL (60 s, the minimum) and no expired retention, the
-run then waits until every job has expired and lists what is left in Redis: only the permanent keys
-(the two streams and two counters) may remain.
-
-    python bench/bench_soak.py                      # 1,000,000 images of the shipped model
-    python bench/bench_soak.py --images 50000       # a short run
-"""
+"""The soak run behind bench/bench_soak.py (its docstring describes the run) and tests/test_load.py."""
 
 from __future__ import annotations
 
