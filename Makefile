@@ -6,9 +6,10 @@ PIP := $(PY) -m pip --quiet --disable-pip-version-check
 .PHONY: install install-dev demo serve train test test-full audit lint typecheck
 
 # What generation and serving need (onnxruntime, FastAPI, Redis): no torch, no test tools.
+# (--no-compile: modules are byte-compiled on first import instead of all at install; half the install time)
 $(VENV)/.installed-service: pyproject.toml
 	python3 -m venv $(VENV)
-	$(PIP) install -e .
+	$(PIP) install --no-compile -e .
 	touch $@
 
 # Training, export and the tests on top of it: torch first, and exactly this version (the CPU build).
