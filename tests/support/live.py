@@ -35,6 +35,12 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def in_api_decode_without_worker(with_worker: bool) -> dict[str, str]:
+    """Settings for an app started without a worker: it decodes single images itself (no worker would
+    ever answer the interactive channel). Tests of the channel start workers and ask for it explicitly."""
+    return {} if with_worker else {"interactive_decode": "api"}
+
+
 def rss_mb(pid: int) -> float:
     """Resident memory of a live process, in MB (0 when it is gone)."""
     try:
