@@ -137,7 +137,9 @@ def live_service(tiny_models_dir: Path, tmp_path: Path) -> Iterator[Callable[...
     on the tiny model, with small chunks; each process logs to a file under the test's tmp_path."""
     started: list[LiveService] = []
 
-    def start(workers: int = 1, appendonly: bool = False, log_level: str = "WARNING", **env: str) -> LiveService:
+    def start(
+        workers: int = 1, appendonly: bool = False, log_level: str = "WARNING", cluster: bool = False, **env: str
+    ) -> LiveService:
         values = {
             "SYNTHGEN_MODELS_DIR": str(tiny_models_dir),
             "SYNTHGEN_DEFAULT_MODEL": "tiny",
@@ -147,7 +149,9 @@ def live_service(tiny_models_dir: Path, tmp_path: Path) -> Iterator[Callable[...
             **env,
         }
         log_dir = tmp_path / f"live-{len(started)}"
-        service = LiveService(values, workers=workers, appendonly=appendonly, log_dir=log_dir, log_level=log_level)
+        service = LiveService(
+            values, workers=workers, appendonly=appendonly, log_dir=log_dir, log_level=log_level, cluster=cluster
+        )
         started.append(service)
         return service
 
