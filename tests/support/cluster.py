@@ -148,6 +148,12 @@ class LocalCluster:
         fields = {str(k): (v.decode() if isinstance(v, bytes) else str(v)) for k, v in info.items()}
         return fields.get("cluster_state") == "ok" and fields.get("cluster_known_nodes") == str(len(self.nodes))
 
+    def node_of_key(self, key: str) -> int:
+        """The index of the master that serves ``key``'s slot (slots are split evenly, in node order)."""
+        from redis.crc import key_slot
+
+        return min(key_slot(key.encode()) // (SLOTS // len(self.nodes)), len(self.nodes) - 1)
+
     def restart(self, index: int, down_s: float = 1.0) -> None:
         """Stop master ``index`` (SIGTERM), keep it down ``down_s``, start it again on its files, wait for ok."""
         node = self.nodes[index]
