@@ -60,7 +60,7 @@ class Settings(BaseSettings):
     # worker when it has one (``serve --role all``), else by the workers.
     interactive_decode: Literal["auto", "api", "workers"] = "auto"
     # How long the api waits for a worker's reply before it asks again once, then answers 503 unavailable.
-    interactive_timeout_s: float = Field(default=5.0, gt=0, le=300)
+    interactive_timeout_s: float = Field(default=5.0, gt=0, le=8)  # below the client socket timeout (10 s)
     png_compress_level: int = Field(default=1, ge=0, le=9)
     visibility_timeout_s: float = Field(default=60.0, gt=0)  # idle time before another worker reclaims
 
