@@ -243,10 +243,12 @@ def iter_key_ttls(client: redis.Redis, match: str = f"{K.PREFIX}:*") -> Iterator
         yield key.decode(), int(client.ttl(key))
 
 
-# Keys that live as long as the deployment, by design: the two streams (and their group), the counters
-# that admission control and the redelivery metric read, and collections (kept across jobs on purpose).
+# Keys that live as long as the deployment, by design: the two streams of each shard (and their group), the
+# counters that admission control and the redelivery metric read, collections (kept across jobs on purpose),
+# and the key layout every process checks at start-up.
 PERMANENT_KEYS = re.compile(
-    rf"^{K.PREFIX}:(stream:(interactive|bulk)|stats:(queued_images|redeliveries)|collection:[^:]+:[^:]+)$"
+    rf"^{K.PREFIX}:(\{{s\d+\}}:)?(stream:(interactive|bulk)|stats:queued_images|collection:[^:]+:[^:]+)$"
+    rf"|^{K.REDELIVERIES_KEY}$|^{K.LAYOUT_KEY}$"
 )
 
 
