@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import shutil
 import subprocess
 import sys
 import tempfile
 import threading
 from pathlib import Path
+
+import httpx
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -54,10 +57,15 @@ def main() -> None:
     try:
         service.wait_workers()
         assert service.api is not None
-        if args.workload == "bulk":
-            load = threading.Thread(target=bulk_jobs, args=(service.base_url, 256 * 400, 256, 2), daemon=True)
-        else:
-            load = threading.Thread(target=interactive, args=(service.base_url, 32, 200), daemon=True)
+
+        def drive() -> None:
+            with contextlib.suppress(httpx.HTTPError):  # the service closes under it when the sampling ends
+                if args.workload == "bulk":
+                    bulk_jobs(service.base_url, 256 * 400, 256, 2)
+                else:
+                    interactive(service.base_url, 32, 200)
+
+        load = threading.Thread(target=drive, daemon=True)
         load.start()
         targets = {"api": service.api.pid, "worker": service.workers[0].pid}
         spies = [

@@ -15,8 +15,6 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.cluster import RedisCluster
 
-from service.settings import Settings
-
 
 def connect(url: str, cluster: bool = False, *, socket_timeout: float = 10, connect_timeout: float = 5) -> aioredis.Redis:
     """An async client of ``url``; a cluster client when ``cluster``."""
@@ -32,7 +30,3 @@ def connect_sync(url: str, cluster: bool = False, *, socket_timeout: float = 5) 
     if cluster:
         return cast(redis.Redis, RedisCluster.from_url(url, socket_timeout=socket_timeout, socket_connect_timeout=5))
     return redis.Redis.from_url(url, socket_timeout=socket_timeout, socket_connect_timeout=5)
-
-
-def connect_from_settings(settings: Settings, url: str | None = None) -> aioredis.Redis:
-    return connect(url or settings.redis_url, settings.redis_cluster)
