@@ -63,6 +63,7 @@ def create_app(
         lifespan=lifespan,
         responses=_ERRORS,
     )
+
     async def app_settings() -> Settings:  # async: FastAPI runs a plain function in a worker thread
         return settings
 
