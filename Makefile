@@ -44,6 +44,7 @@ typecheck: install-dev
 test: install-dev lint typecheck
 	bash scripts/install_deploy_tools.sh
 	bash scripts/install_browser.sh
+	bash scripts/install_redis.sh
 	$(PY) -m pytest
 
 ## make test-full: the same, plus the reliability tests at full size (marked `full`: 10 SIGKILLs of 20,000-image
@@ -51,6 +52,7 @@ test: install-dev lint typecheck
 test-full: install-dev lint typecheck
 	bash scripts/install_deploy_tools.sh
 	bash scripts/install_browser.sh
+	bash scripts/install_redis.sh
 	$(PY) -m pytest -m ""
 
 ## make audit: pip-audit against requirements.lock (exit 3 when it cannot reach its vulnerability data)

@@ -15,7 +15,9 @@ from service.api.keys import KeyRing
 from service.embedded_redis import EmbeddedRedis, PersistentRedis
 from service.engine.batching import DynamicBatcher
 from service.engine.registry import LoadedModel, ModelRegistry, build_registry
+from service.queue.connection import connect
 from service.queue.eviction import check_eviction_policy
+from service.queue.interactive import InteractiveClient
 from service.queue.jobs import QueueConfig
 from service.queue.result_store import make_result_store
 from service.queue.streams import JobQueue
@@ -35,6 +37,14 @@ def load_keyring(settings: Settings) -> KeyRing:
     return keyring
 
 
+def interactive_on_workers(settings: Settings, with_worker: bool) -> bool:
+    """Where single images and interpolations are decoded: ``auto`` sends them to the workers unless this
+    process runs its own worker (``serve --role all``), where decoding in place saves the Redis round trip."""
+    if settings.interactive_decode == "auto":
+        return not with_worker
+    return settings.interactive_decode == "workers"
+
+
 @dataclass
 class Runtime:
     settings: Settings
@@ -49,11 +59,16 @@ class Runtime:
     _image_batchers: dict[str, DynamicBatcher] = field(default_factory=dict)
     _image_pool: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="api-infer"))
 
+    # set when single images and interpolations go to the workers (interactive_decode), else decoded here
+    interactive: InteractiveClient | None = None
+
     async def decode_images(self, model: LoadedModel, seed: int, indices: np.ndarray, truncation: float | None) -> np.ndarray:
-        """Decode a few images in the API process, batched with other concurrent requests."""
+        """Decode a few images, on the workers or in this process, batched with other concurrent requests."""
         return await self.decode_latents(model, model.latents(seed, indices, truncation))
 
     async def decode_latents(self, model: LoadedModel, z: np.ndarray) -> np.ndarray:
+        if self.interactive is not None:
+            return await self.interactive.decode(model.package.ref, model.package.sha256, z)
         ref = model.package.ref
         if ref not in self._image_batchers:
             # No wait: a request never waits for others that may not come; it joins whatever
@@ -81,9 +96,11 @@ class Runtime:
             await asyncio.to_thread(embedded.start)
         if embedded is not None:
             url = embedded.url
-        client = aioredis.from_url(url, socket_timeout=10, socket_connect_timeout=5, health_check_interval=15)
+        client = connect(url, settings.redis_cluster and embedded is None)
         queue = JobQueue(client, QueueConfig.from_settings(settings), make_result_store(settings.result_store))
         runtime = cls(settings, client, registry, queue, keyring, embedded)
+        if interactive_on_workers(settings, with_worker):
+            runtime.interactive = InteractiveClient(client, settings.interactive_timeout_s)
         try:
             await check_eviction_policy(client, settings.require_noeviction)
             await queue.ensure_groups()

@@ -32,6 +32,11 @@ class Settings(BaseSettings):
     # restart or a crash keeps the jobs. One process at a time may use it.
     data_dir: Path = Field(default_factory=lambda: default_data_dir())
     embedded_appendfsync: Literal["everysec", "always"] = "everysec"  # always: nothing acknowledged is ever lost
+    # Redis Cluster: every process uses redis-py's cluster client, REDIS_URL names any node of it.
+    redis_cluster: bool = False
+    # The queue's shards (each with its own streams and counters; a job lives in the one its id hashes to).
+    # 0: one on a single Redis (the untagged key layout), 12 on a cluster. Every process must agree.
+    queue_shards: int = Field(default=0, ge=0, le=1024)
     require_noeviction: bool = False  # refuse to start (not just warn) on a Redis whose maxmemory-policy evicts keys
     drain_timeout_s: float = Field(default=30.0, gt=0)  # on SIGTERM: how long in-flight work may take to finish
 
@@ -50,6 +55,12 @@ class Settings(BaseSettings):
     encode_threads: int = Field(default=2, ge=1)
     ort_threads: int = Field(default=0, ge=0)  # 0: let onnxruntime decide
     ort_spinning: bool = False  # let idle onnxruntime threads spin: a little more throughput, CPU burnt while idle
+    # Single images and interpolations: decoded by the workers (sent on the interactive request list,
+    # batched with bulk work, interactive first), or in the api process. auto: by the process's own
+    # worker when it has one (``serve --role all``), else by the workers.
+    interactive_decode: Literal["auto", "api", "workers"] = "auto"
+    # How long the api waits for a worker's reply before it asks again once, then answers 503 unavailable.
+    interactive_timeout_s: float = Field(default=5.0, gt=0, le=8)  # below the client socket timeout (10 s)
     png_compress_level: int = Field(default=1, ge=0, le=9)
     visibility_timeout_s: float = Field(default=60.0, gt=0)  # idle time before another worker reclaims
 

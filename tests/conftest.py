@@ -21,9 +21,10 @@ from starlette.types import ASGIApp
 from service.api.app import create_app
 from service.embedded_redis import EmbeddedRedis
 from service.settings import Settings
-from tests.support.live import LiveService
+from tests.support.live import LiveService, in_api_decode_without_worker
 
 REPO = Path(__file__).resolve().parent.parent
+
 SHIPPED_MODELS = REPO / "models"
 # `synthgen serve` with no REDIS_URL keeps its data in SYNTHGEN_DATA_DIR: never the user's own folder in tests
 os.environ.setdefault("SYNTHGEN_DATA_DIR", tempfile.mkdtemp(prefix="sg-data-"))
@@ -89,7 +90,10 @@ def app_factory(redis_url: str, tiny_models_dir: Path) -> Iterator[Callable[...,
     opened: list[TestClient] = []
 
     def make(with_worker: bool = True, **overrides: Any) -> TestClient:
-        values: dict[str, Any] = {"redis_url": redis_url, "models_dir": tiny_models_dir, "default_model": "tiny", **overrides}
+        values: dict[str, Any] = {
+            "redis_url": redis_url, "models_dir": tiny_models_dir, "default_model": "tiny",
+            **in_api_decode_without_worker(with_worker), **overrides,
+        }  # fmt: skip
         client = TestClient(create_app(Settings(**values), with_worker=with_worker))
         client.__enter__()
         opened.append(client)
@@ -133,7 +137,9 @@ def live_service(tiny_models_dir: Path, tmp_path: Path) -> Iterator[Callable[...
     on the tiny model, with small chunks; each process logs to a file under the test's tmp_path."""
     started: list[LiveService] = []
 
-    def start(workers: int = 1, appendonly: bool = False, log_level: str = "WARNING", **env: str) -> LiveService:
+    def start(
+        workers: int = 1, appendonly: bool = False, log_level: str = "WARNING", cluster: bool = False, **env: str
+    ) -> LiveService:
         values = {
             "SYNTHGEN_MODELS_DIR": str(tiny_models_dir),
             "SYNTHGEN_DEFAULT_MODEL": "tiny",
@@ -143,7 +149,9 @@ def live_service(tiny_models_dir: Path, tmp_path: Path) -> Iterator[Callable[...
             **env,
         }
         log_dir = tmp_path / f"live-{len(started)}"
-        service = LiveService(values, workers=workers, appendonly=appendonly, log_dir=log_dir, log_level=log_level)
+        service = LiveService(
+            values, workers=workers, appendonly=appendonly, log_dir=log_dir, log_level=log_level, cluster=cluster
+        )
         started.append(service)
         return service
 
@@ -184,7 +192,10 @@ def live_app(redis_url: str, tiny_models_dir: Path, uvicorn_thread: Callable[[AS
     """Real apps served by uvicorn on 127.0.0.1, in a thread; returns the base URL."""
 
     def start(with_worker: bool = True, **overrides: Any) -> str:
-        values: dict[str, Any] = {"redis_url": redis_url, "models_dir": tiny_models_dir, "default_model": "tiny", **overrides}
+        values: dict[str, Any] = {
+            "redis_url": redis_url, "models_dir": tiny_models_dir, "default_model": "tiny",
+            **in_api_decode_without_worker(with_worker), **overrides,
+        }  # fmt: skip
         return uvicorn_thread(create_app(Settings(**values), with_worker=with_worker))
 
     return start

@@ -37,6 +37,7 @@ from synthgen.client import (
 )
 from synthgen.remote import STATE_FILE
 from tests.support.jobs import tar_names
+from tests.support.live import in_api_decode_without_worker
 
 ASGIApp = Callable[..., Any]
 
@@ -79,7 +80,8 @@ def serve(redis_url: str, tiny_models_dir: Path, uvicorn_thread: Callable[[ASGIA
 
     def start(with_worker: bool = True, **overrides: Any) -> LiveServer:
         values: dict[str, Any] = {
-            "redis_url": redis_url, "models_dir": tiny_models_dir, "default_model": "tiny", "chunk_size": 32, **overrides
+            "redis_url": redis_url, "models_dir": tiny_models_dir, "default_model": "tiny", "chunk_size": 32,
+            **in_api_decode_without_worker(with_worker), **overrides,
         }  # fmt: skip
         seen: list[Seen] = []
         app = _recording(create_app(Settings(**values), with_worker=with_worker), seen)

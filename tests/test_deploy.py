@@ -142,6 +142,16 @@ VALUE_SETS: dict[str, tuple[str, ...]] = {
     "default": (),
     "external-redis": ("--set", "redis.enabled=false", "--set", f"externalRedis.url={EXTERNAL_URL}"),
     "no-gpu": ("--set", "worker.gpu.count=0"),
+    "external-redis-cluster": (
+        "--set",
+        "redis.enabled=false",
+        "--set",
+        f"externalRedis.url={EXTERNAL_URL}",
+        "--set",
+        "externalRedis.cluster=true",
+        "--set",
+        "externalRedis.shards=24",
+    ),
     "secret-redis-cpu-ephemeral": (
         "--set",
         "redis.enabled=false",
@@ -628,6 +638,18 @@ def test_external_redis_url() -> None:
 
 
 @requires_helm
+def test_external_redis_cluster() -> None:
+    """A Redis Cluster outside the chart: every process gets the cluster client and the same shard count;
+    single images and interpolations are decoded by the workers in every configuration."""
+    data = configmap_data(render(*VALUE_SETS["external-redis-cluster"]))
+    assert data["SYNTHGEN_REDIS_CLUSTER"] == "true" and data["SYNTHGEN_QUEUE_SHARDS"] == "24"
+    assert data["REDIS_URL"] == EXTERNAL_URL
+    for values in VALUE_SETS.values():
+        assert configmap_data(render(*values))["SYNTHGEN_INTERACTIVE_DECODE"] == "workers"
+    assert "SYNTHGEN_REDIS_CLUSTER" not in configmap_data(render())
+
+
+@requires_helm
 def test_external_redis_secret() -> None:
     docs = render(*VALUE_SETS["secret-redis-cpu-ephemeral"])
     assert not find(docs, "StatefulSet")
@@ -666,6 +688,23 @@ def test_external_redis_secret() -> None:
         (("--set", "apiKeys.keys={has space}"), "apiKeys.keys"),
         (("--set", "api.ingress.enabled=true", "--set-json", "api.ingress.hosts=[]"), "hosts"),
         (("--set", "metrics.serviceMonitor.interval=often"), "interval"),
+        (("--set", "externalRedis.cluster=true"), "the in-cluster Redis is a single server"),
+        (
+            (
+                "--set",
+                "redis.enabled=false",
+                "--set",
+                f"externalRedis.url={EXTERNAL_URL}",
+                "--set",
+                "externalRedis.cluster=true",
+                "--set",
+                "worker.keda.enabled=true",
+                "--set",
+                "worker.keda.redisStreams.address=r:6379",
+            ),
+            "set worker.keda.trigger=prometheus",
+        ),
+        (("--set", "config.interactiveDecode=gpu"), "config.interactiveDecode"),
     ],
     ids=[
         "redis-twice",
@@ -688,6 +727,9 @@ def test_external_redis_secret() -> None:
         "api-key-whitespace",
         "ingress-without-hosts",
         "scrape-interval",
+        "cluster-with-in-cluster-redis",
+        "cluster-with-stream-trigger",
+        "interactive-decode",
     ],
 )
 def test_invalid_values_rejected(args: tuple[str, ...], message: str) -> None:

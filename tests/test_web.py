@@ -29,6 +29,7 @@ import pytest
 from PIL import Image
 
 from service.settings import Settings
+from tests.support.live import in_api_decode_without_worker
 
 REPO = Path(__file__).resolve().parent.parent
 CHROMIUM = Path(os.environ.get("SYNTHGEN_CHROMIUM", "/usr/bin/chromium"))
@@ -122,6 +123,7 @@ def live_server(redis_url: str) -> Iterator[Callable[..., LiveServer]]:
             "redis_url": redis_url,
             "models_dir": REPO / "models",
             "default_model": "avatars-64",
+            **in_api_decode_without_worker(with_worker),
             **overrides,
         }
         app = create_app(Settings(**values), with_worker=with_worker)

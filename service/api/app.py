@@ -63,7 +63,11 @@ def create_app(
         lifespan=lifespan,
         responses=_ERRORS,
     )
-    app.dependency_overrides[get_settings] = lambda: settings
+
+    async def app_settings() -> Settings:  # async: FastAPI runs a plain function in a worker thread
+        return settings
+
+    app.dependency_overrides[get_settings] = app_settings
     install_error_handlers(app)
     install_metrics_middleware(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, timeout_s=settings.body_timeout_s)

@@ -15,18 +15,20 @@ from synthgen.core.errors import Forbidden, NotFound
 _JOB_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 
 
-def get_runtime(request: Request) -> Runtime:
+# The dependencies are async functions, though they never await: FastAPI runs a plain function in a worker
+# thread, and that hop, on every request, cost more CPU than the route itself.
+async def get_runtime(request: Request) -> Runtime:
     runtime: Runtime = request.app.state.runtime
     return runtime
 
 
-def get_tenant(request: Request) -> str:
+async def get_tenant(request: Request) -> str:
     """The id of the caller's API key (401 without a valid one), or the anonymous tenant when no keys are set."""
     runtime: Runtime = request.app.state.runtime
     return runtime.keyring.identify(request.headers.get("authorization"))
 
 
-def get_writer(request: Request) -> str:
+async def get_writer(request: Request) -> str:
     """Like get_tenant, for routes that create or cancel work: a read-only key gets 403."""
     runtime: Runtime = request.app.state.runtime
     caller = runtime.keyring.caller(request.headers.get("authorization"))

@@ -24,6 +24,7 @@ STATUS_OF: dict[type[E.SynthgenError], int] = {
     E.Conflict: 409,
     E.TooLarge: 413,
     E.QueueFull: 429,
+    E.Unavailable: 503,
     E.ModelPackageError: 500,
 }
 

@@ -15,16 +15,26 @@ from service.settings import Settings, default
 from synthgen.core.images import DEFAULT_FORMAT, DEFAULT_QUALITY, ImageFormat
 from synthgen.core.jobs import ANONYMOUS_TENANT, JobStatus, Priority
 
+CLUSTER_SHARDS = 12  # the default on Redis Cluster: a few shards per master of a 3- to 6-master cluster
+
 
 @dataclass(frozen=True)
 class QueueConfig:
     chunk_size: int = default("chunk_size")  # images per work item
     result_ttl_s: int = default("result_ttl_s")  # how long a job's results are kept after it is created
     expired_retention_s: int = default("expired_retention_s")  # how long an expired job still answers "expired"
+    shards: int = 1  # see service/queue/keys.py
+    tagged: bool = False  # hash-tagged keys (Redis Cluster, or more than one shard)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> QueueConfig:
-        return cls(settings.chunk_size, settings.result_ttl_s, settings.expired_retention_s)
+        shards = settings.queue_shards or (CLUSTER_SHARDS if settings.redis_cluster else 1)
+        tagged = settings.redis_cluster or shards > 1
+        return cls(settings.chunk_size, settings.result_ttl_s, settings.expired_retention_s, shards, tagged)
+
+    @property
+    def keyspace(self) -> K.Keyspace:
+        return K.Keyspace(self.shards, self.tagged)
 
 
 @dataclass(frozen=True)
@@ -190,7 +200,7 @@ class WorkItem:
     priority: Priority = field(init=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "priority", Priority.INTERACTIVE if self.stream == K.STREAM_INTERACTIVE else Priority.BULK)
+        object.__setattr__(self, "priority", K.stream_priority(self.stream))
 
     @property
     def images(self) -> int:

@@ -61,7 +61,7 @@ async def refund(client: aioredis.Redis, tenant: str, quotas: Quotas, count: int
         await client.decrby(K.quota_images_key(tenant, _day()), count)
 
 
-async def check_concurrency(client: aioredis.Redis, tenant: str, quotas: Quotas) -> None:
+async def check_concurrency(client: aioredis.Redis, tenant: str, quotas: Quotas, keys: K.Keyspace = K.DEFAULT) -> None:
     """Raise QuotaExceeded when the tenant already has its maximum of unfinished jobs."""
     if not quotas.concurrent_jobs:
         return
@@ -70,7 +70,7 @@ async def check_concurrency(client: aioredis.Redis, tenant: str, quotas: Quotas)
     job_ids = [m.decode() for m in members]
     async with client.pipeline(transaction=False) as pipe:  # one round trip for all of them
         for job_id in job_ids:
-            pipe.hmget(K.job_key(job_id), ["status", "expires_at"])
+            pipe.hmget(keys.job(job_id), ["status", "expires_at"])
         states: list[Any] = await pipe.execute()
     active, finished_ids = 0, []
     for job_id, (status, expires_at) in zip(job_ids, states, strict=True):

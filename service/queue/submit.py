@@ -75,11 +75,11 @@ async def submit(
     """Check, charge, admit and enqueue one job; raises a SynthgenError (nothing charged) when it is refused."""
     _check_limits(order, package, settings)
     limits = quotas.Quotas.from_settings(settings)
-    await quotas.check_concurrency(client, tenant, limits)
+    await quotas.check_concurrency(client, tenant, limits, queue.keys)
     await quotas.charge(client, tenant, limits, order.count)
     spec = job_spec(order, package, tenant, settings)
     try:
-        await admit(client, Budget.from_settings(settings), order.count)
+        await admit(client, Budget.from_settings(settings), order.count, queue.keys)
         job = await queue.create_job(spec)
     except BaseException as exc:
         if isinstance(exc, SynthgenError):

@@ -14,10 +14,10 @@ LOCK_TTL_MS = 120_000
 
 
 class Collection:
-    def __init__(self, client: aioredis.Redis, tenant: str, name: str) -> None:
+    def __init__(self, client: aioredis.Redis, tenant: str, name: str, keys: K.Keyspace = K.DEFAULT) -> None:
         self.redis = client
-        self.key = K.collection_key(tenant, name)
-        self.lock_key = K.collection_lock_key(tenant, name)
+        self.key = keys.collection(tenant, name)
+        self.lock_key = keys.collection_lock(tenant, name)
 
     async def lock(self, job_id: str) -> None:
         """Wait until this job holds the collection; a takeover of the job's own lock keeps it."""

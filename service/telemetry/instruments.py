@@ -48,3 +48,8 @@ ADMISSIONS_REJECTED = Counter("synthgen_admissions_rejected_total", "Jobs refuse
 QUEUED_IMAGES = Gauge("synthgen_queued_images", "Images accepted and not yet generated")
 RESULT_BYTES_STORED = Gauge("synthgen_result_bytes_stored", "Bytes of results currently stored (until they expire)")
 DRAIN_RATE = Gauge("synthgen_drain_rate_images_per_second", "Images completed per second over the last minute")
+INTERACTIVE_REQUESTS = Counter(
+    "synthgen_interactive_requests_total",
+    "Single-image and interpolation requests a worker took from the interactive channel, by outcome",
+    ["outcome"],
+)

@@ -17,7 +17,7 @@ async def refresh_queue_gauges(queue: JobQueue, result_ttl_s: int) -> None:
         for priority, depth in (await queue.depth()).items():
             M.QUEUE_LAG.labels(priority).set(depth["lag"])
             M.QUEUE_PENDING.labels(priority).set(depth["pending"])
-        stats = await read_stats(queue.redis, result_ttl_s)
+        stats = await read_stats(queue.redis, result_ttl_s, keys=queue.keys)
         M.QUEUED_IMAGES.set(stats.queued_images)
         M.RESULT_BYTES_STORED.set(stats.result_bytes)
         M.DRAIN_RATE.set(stats.drain_rate)

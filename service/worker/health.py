@@ -8,6 +8,7 @@ import time
 import redis
 
 from service.queue import keys as K
+from service.queue.connection import connect_sync
 from service.settings import get_settings
 
 
@@ -16,7 +17,10 @@ def check_worker_health(max_age_s: float = 30.0, name: str | None = None) -> tup
     settings = get_settings()
     if not settings.redis_url:
         return False, "REDIS_URL is not set: no shared Redis to read worker health from"
-    client = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
+    try:
+        client = connect_sync(settings.redis_url, settings.redis_cluster)
+    except redis.RedisError as exc:
+        return False, f"redis unreachable: {exc}"
     try:
         pattern = K.worker_health_key(name) if name else K.worker_health_key(f"{socket.gethostname()}-*")
         keys = list(client.scan_iter(match=pattern, count=100))

@@ -104,7 +104,7 @@ async def run_unique_job(queue: JobQueue, work: UniqueJob, decode: Decode, encod
     threshold = work.model.package.uniqueness_threshold
     dim = 16 * 16 * work.model.package.image_shape[2]  # thumbnail size x channels
     accepted = AcceptedSet(threshold * threshold * dim, dim)
-    collection = Collection(queue.redis, work.job.owner, work.job.collection) if work.job.collection else None
+    collection = Collection(queue.redis, work.job.owner, work.job.collection, queue.keys) if work.job.collection else None
     if collection:
         await collection.lock(job_id)
     try:

@@ -26,6 +26,7 @@ from service.queue.streams import JobQueue
 from service.settings import Settings
 from service.telemetry import instruments as M
 from service.telemetry.instruments import ChunkOutcome
+from service.worker.interactive import InteractiveServer
 from service.worker.unique_runner import UniqueJob, run_unique_job
 from synthgen.core.errors import NotFound
 from synthgen.core.jobs import JobStatus
@@ -58,7 +59,8 @@ class Worker:
         self._preparing = 0  # work items started that have not yet handed their latents to the batcher
         self._tasks: set[asyncio.Task[None]] = set()
         self._take_over = reclaim_at_start
-        self._backlog: list[WorkItem] = []  # taken over at start-up, not yet started
+        self._backlog: list[WorkItem] = []  # taken over at start-up (or read beyond the free slots), not yet started
+        self._next_reclaim = 0.0  # monotonic time of the next look for stalled workers' entries
         self._stop: asyncio.Event | None = None
 
     def _batcher(self, model: LoadedModel) -> DynamicBatcher:
@@ -93,6 +95,8 @@ class Worker:
                 M.REDELIVERIES.inc(len(self._backlog))
                 log.warning("took over %d work items that the previous process left pending", len(self._backlog))
         heartbeat = asyncio.create_task(self._heartbeat(stop), name="worker-heartbeat")
+        interactive = InteractiveServer(self.redis, self.registry, self._batcher, self.settings.batch_size)
+        interactive_task = asyncio.create_task(interactive.run(stop), name="worker-interactive")
         log.info("worker %s started", self.name)
         try:
             backoff = 0.1
@@ -106,8 +110,10 @@ class Worker:
                     backoff = min(backoff * 2, 5.0)
             if self._tasks:
                 await asyncio.wait(self._tasks)
+            await interactive_task
         finally:
             heartbeat.cancel()
+            interactive_task.cancel()
             for batcher in self._batchers.values():
                 await batcher.stop()
             self._infer_pool.shutdown(wait=False)
@@ -130,16 +136,26 @@ class Worker:
             for item in items:
                 self._spawn(item)
             return
-        min_idle = int(self.settings.visibility_timeout_s * 1000)
-        items = await self.queue.reclaim(self.name, min_idle, free)
+        items = await self._reclaim(free)
+        if not items:
+            keep_one = self.settings.worker_concurrency > 1 and free == 1
+            items = await self.queue.read_work(self.name, free, block_ms=200 if keep_one else 500, include_bulk=not keep_one)
+        for item in items[:free]:
+            self._spawn(item)
+        self._backlog += items[free:]  # a read over several shards can return more than asked for
+
+    async def _reclaim(self, free: int) -> list[WorkItem]:
+        """Stalled workers' entries, looked for at most every quarter of the visibility timeout (one
+        XAUTOCLAIM per stream of every shard each time)."""
+        now = time.monotonic()
+        if now < self._next_reclaim:
+            return []
+        self._next_reclaim = now + min(1.0, self.settings.visibility_timeout_s / 4)
+        items = await self.queue.reclaim(self.name, int(self.settings.visibility_timeout_s * 1000), free)
         if items:
             M.REDELIVERIES.inc(len(items))
             log.warning("reclaimed %d work items from stalled workers", len(items))
-        else:
-            keep_one = self.settings.worker_concurrency > 1 and free == 1
-            items = await self.queue.read_work(self.name, free, block_ms=200 if keep_one else 500, include_bulk=not keep_one)
-        for item in items:
-            self._spawn(item)
+        return items
 
     def _spawn(self, item: WorkItem) -> None:
         self._inflight[item.entry_id] = item
@@ -162,7 +178,7 @@ class Worker:
         while not stop.is_set():
             try:
                 await self.redis.set(K.worker_health_key(self.name), str(time.time()), ex=HEALTH_TTL_S)
-                await self.queue.refresh_claims(self.name, list(self._inflight.values()))
+                await self.queue.refresh_claims(self.name, [*self._inflight.values(), *self._backlog])
             except aioredis.RedisError as exc:
                 log.warning("heartbeat failed: %s", exc)
             if time.monotonic() - last_sweep > SWEEP_EVERY_S:

@@ -63,6 +63,15 @@ class QuotaExceeded(QueueFull):
     code = "quota_exceeded"
 
 
+class Unavailable(SynthgenError):
+    """Nothing could serve the request just now (no worker answered in time); ``retry_after`` says when to retry."""
+
+    code = "unavailable"
+
+    def __init__(self, message: str, retry_after: int, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message, {**(details or {}), "retry_after": retry_after}, retry_after)
+
+
 class ModelPackageError(SynthgenError):
     """A model package is missing, malformed, truncated or tampered with."""
 

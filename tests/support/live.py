@@ -25,6 +25,10 @@ import redis
 
 from service.embedded_redis import EmbeddedRedis
 from service.queue import keys as K
+from service.queue.connection import connect_sync
+from service.queue.jobs import QueueConfig
+from service.settings import Settings
+from tests.support.cluster import LocalCluster
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -33,6 +37,16 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def _queue_env(env: dict[str, str]) -> dict[str, str]:
+    return {"queue_shards": env["SYNTHGEN_QUEUE_SHARDS"]} if "SYNTHGEN_QUEUE_SHARDS" in env else {}
+
+
+def in_api_decode_without_worker(with_worker: bool) -> dict[str, str]:
+    """Settings for an app started without a worker: it decodes single images itself (no worker would
+    ever answer the interactive channel). Tests of the channel start workers and ask for it explicitly."""
+    return {} if with_worker else {"interactive_decode": "api"}
 
 
 def rss_mb(pid: int) -> float:
@@ -73,20 +87,30 @@ class LiveService:
         appendonly: bool = False,
         log_dir: Path | None = None,
         log_level: str = "WARNING",
+        cluster: bool = False,
     ) -> None:
+        """``cluster``: run on a real 3-master Redis Cluster on loopback (``tests/support/cluster.py``,
+        append-only files on) instead of one redis-server, with every process on the cluster client."""
         self.log_level = log_level
         self.log_dir = Path(log_dir or tempfile.mkdtemp(prefix="synthgen-live-"))
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self._clients: list[redis.Redis] = []
+        self.cluster = LocalCluster(3) if cluster else None
         self.redis_server = EmbeddedRedis(tempfile.mkdtemp(prefix="sg-redis-"), appendonly=appendonly)
-        self.redis_url = self.redis_server.start()
-        if appendonly:  # nothing acknowledged is lost when the server restarts
-            self.redis().config_set("appendfsync", "always")
+        if self.cluster is not None:
+            self.redis_url = self.cluster.url
+        else:
+            self.redis_url = self.redis_server.start()
+            if appendonly:  # nothing acknowledged is lost when the server restarts
+                self.redis().config_set("appendfsync", "always")
+        # the key layout the processes use (their settings decide it the same way)
+        self.keys = QueueConfig.from_settings(Settings(redis_cluster=cluster, **_queue_env(env or {}))).keyspace
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.env = {
             **os.environ,
             "REDIS_URL": self.redis_url,
+            "SYNTHGEN_REDIS_CLUSTER": "true" if cluster else "false",
             "SYNTHGEN_LOG_LEVEL": "warning",
             "PYTHONUNBUFFERED": "1",
             **(env or {}),
@@ -174,6 +198,8 @@ class LiveService:
         for client in self._clients:
             client.close()
         self.redis_server.stop()
+        if self.cluster is not None:
+            self.cluster.close()
 
     def __enter__(self) -> LiveService:
         return self
@@ -184,9 +210,15 @@ class LiveService:
     # observation
 
     def redis(self) -> redis.Redis:
-        client = redis.Redis.from_url(self.redis_url, socket_timeout=10)
+        """A client of the service's Redis (a cluster client on a cluster: same commands, routed by slot)."""
+        client = connect_sync(self.redis_url, self.cluster is not None, socket_timeout=10)
         self._clients.append(client)
         return client
+
+    def queued_images(self) -> int:
+        """Images counted as queued, over every shard."""
+        client = self.redis()
+        return sum(int(client.get(self.keys.queued_images(s)) or 0) for s in range(self.keys.shards))
 
     def redis_used_mb(self) -> float:
         return float(self.redis().info("memory")["used_memory"]) / 1e6
@@ -218,10 +250,12 @@ def iter_key_ttls(client: redis.Redis, match: str = f"{K.PREFIX}:*") -> Iterator
         yield key.decode(), int(client.ttl(key))
 
 
-# Keys that live as long as the deployment, by design: the two streams (and their group), the counters
-# that admission control and the redelivery metric read, and collections (kept across jobs on purpose).
+# Keys that live as long as the deployment, by design: the two streams of each shard (and their group), the
+# counters that admission control and the redelivery metric read, collections (kept across jobs on purpose),
+# and the key layout every process checks at start-up.
 PERMANENT_KEYS = re.compile(
-    rf"^{K.PREFIX}:(stream:(interactive|bulk)|stats:(queued_images|redeliveries)|collection:[^:]+:[^:]+)$"
+    rf"^{K.PREFIX}:(\{{s\d+\}}:)?(stream:(interactive|bulk)|stats:queued_images|collection:[^:]+:[^:]+)$"
+    rf"|^{K.REDELIVERIES_KEY}$|^{K.LAYOUT_KEY}$"
 )
 
 

@@ -71,6 +71,12 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{- if not (or .Values.redis.enabled $external) -}}
 {{- fail "no Redis: set redis.enabled=true, or externalRedis.url, or externalRedis.existingSecret" -}}
 {{- end -}}
+{{- if and .Values.externalRedis.cluster .Values.redis.enabled -}}
+{{- fail "externalRedis.cluster is set while redis.enabled is true: the in-cluster Redis is a single server; set redis.enabled=false and externalRedis.url to a node of your Redis Cluster" -}}
+{{- end -}}
+{{- if and .Values.externalRedis.cluster .Values.worker.keda.enabled (eq .Values.worker.keda.trigger "redis-streams") -}}
+{{- fail "externalRedis.cluster with worker.keda.trigger redis-streams: on a cluster the queue has one stream pair per shard; set worker.keda.trigger=prometheus (it scales on the lag the api reports over all shards)" -}}
+{{- end -}}
 {{- end -}}
 
 {{/* REDIS_URL when it is not read from a Secret. */}}

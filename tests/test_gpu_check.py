@@ -1,0 +1,49 @@
+"""bench/gpu_check.sh, the one-call GPU check, runs here in its CPU fallback, so it cannot rot: every step
+(environment, the serving path through Redis and a worker with IO binding, the serving and engine
+benchmarks, the training throughput) must run and write its part of the one results folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SCRIPT = REPO / "bench" / "gpu_check.sh"
+
+
+def test_the_script_is_valid_bash_and_executable() -> None:
+    assert subprocess.run(["bash", "-n", str(SCRIPT)], capture_output=True, check=False).returncode == 0
+    assert os.access(SCRIPT, os.X_OK)
+
+
+@pytest.mark.timeout(900)
+def test_the_gpu_check_runs_its_cpu_fallback_into_one_folder(tmp_path: Path) -> None:
+    pytest.importorskip("torch")  # the training-throughput step needs it
+    out = tmp_path / "gpu-check"
+    env = {**os.environ, "VENV": str(Path(sys.executable).parent.parent)}
+    env.pop("REDIS_URL", None)
+    proc = subprocess.run(
+        ["bash", str(SCRIPT), "--cpu", "--out", str(out)], cwd=REPO, env=env, capture_output=True, text=True, timeout=840
+    )
+    summary = json.loads((out / "summary.json").read_text())
+    logs = {p.name: p.read_text(errors="replace")[-1500:] for p in out.glob("*.txt")}
+    assert proc.returncode == 0 and summary["ok"], (summary, logs)
+    assert summary["mode"] == "cpu" and summary["provider"] == "cpu"
+    assert [s["name"] for s in summary["steps"]] == [
+        "environment",
+        "serving-path",
+        "bench-serving",
+        "bench-engine",
+        "bench-train",
+    ]
+    serving = summary["serving"]
+    assert serving["ok"] and serving["provider_used"] == "CPUExecutionProvider" and serving["graph"] == "fp32"
+    assert serving["max_diff_vs_in_process_same_provider"] == 0 and serving["interactive_equal_to_job"]
+    assert "= " in logs["bench-serving.txt"] and "x, p50" in logs["bench-serving.txt"]
+    assert "images/s" in logs["bench-engine.txt"] and "images/s" in logs["bench-train.txt"]
+    assert (out / "summary.md").read_text().startswith("# GPU check: mode cpu")
