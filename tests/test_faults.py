@@ -63,8 +63,8 @@ def _expected_names(count: int) -> list[str]:
     return [f"{i:08d}.{ext}" for i in range(count) for ext in ("png", "json")]
 
 
-def _busiest_worker(service: LiveService, client: redis.Redis, rng: random.Random) -> tuple[subprocess.Popen[bytes], int]:
-    """The worker process holding the most unacknowledged work items (consumers are named host-pid)."""
+def _held_by_pid(service: LiveService, client: redis.Redis) -> dict[int, int]:
+    """Unacknowledged work items per worker process (consumers are named host-pid), over every shard."""
     held: dict[int, int] = {}
     for shard in range(service.keys.shards):
         stream = service.keys.stream(shard, Priority.BULK)
@@ -73,6 +73,12 @@ def _busiest_worker(service: LiveService, client: redis.Redis, rng: random.Rando
         for c in client.xinfo_consumers(stream, K.WORKER_GROUP):
             pid = int(c["name"].decode().rsplit("-", 1)[1])
             held[pid] = held.get(pid, 0) + int(c["pending"])
+    return held
+
+
+def _busiest_worker(service: LiveService, client: redis.Redis, rng: random.Random) -> tuple[subprocess.Popen[bytes], int]:
+    """The worker process holding the most unacknowledged work items."""
+    held = _held_by_pid(service, client)
     live = list(service.workers)
     rng.shuffle(live)
     victim = max(live, key=lambda w: held.get(w.pid, 0))
@@ -112,6 +118,8 @@ def test_sigkill_a_worker_mid_job_again_and_again(
                 victim, held = _busiest_worker(service, client, rng)
             redeliveries = int(client.get(K.REDELIVERIES_KEY) or 0)
             service.kill_worker(victim)
+            # what the dead worker really held: measured after the kill (before it, it may still have finished them)
+            held_at_death = _held_by_pid(service, client).get(victim.pid, 0)
             done_at_kill = http.get(f"/v1/jobs/{job['id']}").json()["done"]
             assert done_at_kill < count, f"run {run}: the job finished before the kill; make it bigger"
             kills += 1
@@ -119,7 +127,7 @@ def test_sigkill_a_worker_mid_job_again_and_again(
             service.add_worker()
             final = wait_job(http, job["id"], finished, timeout_s=600)
             assert final["status"] == "succeeded" and final["done"] == count, (run, final)
-            if held:  # the dead worker's work items were taken over, not dropped
+            if held_at_death:  # the dead worker's work items were taken over, not dropped
                 assert int(client.get(K.REDELIVERIES_KEY) or 0) > redeliveries
             chunks = -(-count // 100)
             assert client.scard(service.keys.job_done(job["id"])) == chunks  # each chunk counted once
