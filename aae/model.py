@@ -163,17 +163,10 @@ def _up_stage(config: AAEConfig, in_ch: int, out_ch: int) -> list[nn.Module]:
 
 
 def _to_image(config: AAEConfig, in_ch: int) -> list[nn.Module]:
-    """The last stage, up to the full resolution; it ends in the conv that outputs the image's channels."""
+    """The last stage, up to the full resolution: the conv that outputs the image's channels."""
     if config.upsample == "convtranspose":
         return [nn.ConvTranspose2d(in_ch, config.channels, 4, stride=2, padding=1)]
-    mid = max(in_ch // 2, 8)
-    return [
-        nn.Upsample(scale_factor=2, mode=config.upsample),
-        nn.Conv2d(in_ch, mid, 3, padding=1, bias=config.decoder_norm == "none"),
-        _norm(config.decoder_norm, mid),
-        nn.ReLU(inplace=True),
-        nn.Conv2d(mid, config.channels, 3, padding=1),
-    ]
+    return [nn.Upsample(scale_factor=2, mode=config.upsample), nn.Conv2d(in_ch, config.channels, 3, padding=1)]
 
 
 class Decoder(nn.Module):

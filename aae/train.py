@@ -52,6 +52,7 @@ class TrainOptions:
     cache_dir: str = "cache"
     device: str = "auto"
     max_steps: int | None = None  # stop early, for smoke tests
+    max_minutes: float | None = None  # stop (resumably) after this much training time, resumed runs' time included
     log_every: int = 25
     threads: int | None = None
     amp: bool = True  # bfloat16 autocast when training on CUDA
@@ -549,7 +550,7 @@ class TrainingLoop:
             open(self.out / "losses.jsonl", "a", encoding="utf-8") as log_file,
             tqdm(total=self.total_steps, initial=self.step, unit="step") as bar,
         ):
-            while self.epoch < self.options.epochs and self.step < self.total_steps and not stop.requested:
+            while self.epoch < self.options.epochs and self.step < self.total_steps and not self._stopping(stop):
                 self._epoch(log_file, bar, stop)
             if self.batch:  # stopped mid-epoch (max_steps or a signal): the last state is resumable from here
                 self.save(epoch_end=False)
@@ -558,7 +559,7 @@ class TrainingLoop:
         o = self.options
         if self.order is None:
             self.order = torch.randperm(self.data.shape[0], generator=self.generator).to(self.data.device)
-        while self.batch < self.steps_per_epoch and self.step < self.total_steps and not stop.requested:
+        while self.batch < self.steps_per_epoch and self.step < self.total_steps and not self._stopping(stop):
             idx = self.order[self.batch * o.batch_size : (self.batch + 1) * o.batch_size]
             x = self.data[idx].to(self.trainer.device, non_blocking=True).float().div_(255)
             self.window.add(self.trainer.step(x))
@@ -571,6 +572,11 @@ class TrainingLoop:
         if self.batch == self.steps_per_epoch:
             self.save(epoch_end=True)
             self.epoch, self.batch, self.order = self.epoch + 1, 0, None
+
+    def _stopping(self, stop: StopOnSignal) -> bool:
+        """A signal, or the time budget spent."""
+        budget = self.options.max_minutes
+        return stop.requested or (budget is not None and self.seconds() >= 60 * budget)
 
     def _log(self, log_file: Any, bar: tqdm[Any]) -> None:
         seconds = self.seconds()

@@ -94,6 +94,7 @@ def _train_options(args: argparse.Namespace) -> TrainOptions:
         cache_dir=args.cache_dir,
         device=args.device,
         max_steps=args.max_steps,
+        max_minutes=args.max_minutes,
         threads=args.threads,
         amp=not args.no_amp,
         bf16=args.bf16,
@@ -112,13 +113,13 @@ def _train_options(args: argparse.Namespace) -> TrainOptions:
 
 
 def _resumed_options(args: argparse.Namespace) -> TrainOptions:
-    """The run's own options; --epochs, --max-steps, --threads and --checkpoint-minutes may change."""
+    """The run's own options; --epochs, --max-steps, --max-minutes, --threads and --checkpoint-minutes may change."""
     from dataclasses import replace
 
     from aae.train import resumable_options
 
     options = resumable_options(args.resume)
-    changes = {"epochs": args.epochs, "max_steps": args.max_steps, "threads": args.threads}
+    changes = {"epochs": args.epochs, "max_steps": args.max_steps, "threads": args.threads, "max_minutes": args.max_minutes}
     changes["checkpoint_minutes"] = args.checkpoint_minutes
     run_dir = Path(args.resume) if Path(args.resume).is_dir() else Path(args.resume).parent
     return replace(options, out_dir=str(run_dir), **{k: v for k, v in changes.items() if v is not None})
@@ -377,6 +378,7 @@ def _add_train(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--data-seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda")
     p.add_argument("--max-steps", type=_positive_int, default=None)
+    p.add_argument("--max-minutes", type=_positive_float, default=None, help="stop, resumably, after this much training time")
     p.add_argument("--cache-dir", default="cache")
     p.add_argument("--out", default="runs/aae")
     p.add_argument("--resume", metavar="RUN_DIR", default=None, help="continue a run from its last checkpoint (its own options)")
