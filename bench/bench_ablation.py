@@ -45,11 +45,15 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "c": ("b + patch adversary on reconstructions and prior samples + decoder EMA", V3_DECODER + ADVERSARY),
     "d": ("c + latent game toward equilibrium (discriminator lr 1e-4, generator lr 4e-4)", V3_DECODER + ADVERSARY + EQUILIBRIUM),
     "e": (
-        "d's game with one shared encoder forward (generator gradient 0.5x the reconstruction's)",
+        "a's decoder (ConvTranspose + BatchNorm, MSE) + bf16, channels_last + patch adversary on reconstructions and prior samples + decoder EMA",
+        ["--bf16", "--channels-last", *ADVERSARY],
+    ),
+    "f": (
+        "c's game with one shared encoder forward (generator gradient 0.5x the reconstruction's, discriminator lr 1e-4)",
         [*V3_DECODER, *ADVERSARY, "--lr-discriminator", "1e-4", "--shared-encoder", "--gen-weight", "0.5"],
     ),
 }
-DEFAULT_VARIANTS = "a,b,c,d"
+DEFAULT_VARIANTS = "a,b,c,d,e"
 FLOORS: dict[tuple[int, int], dict[str, Any]] = {}  # (held-out start, images) -> the floor SWD, measured once
 
 
@@ -172,6 +176,16 @@ def write_report(results: list[dict[str, Any]], out: Path, minutes: float, count
     (out / "ablation.json").write_text(json.dumps({"minutes": minutes, "count": count, "variants": results}, indent=2) + "\n")
 
 
+def _earlier(out: Path, minutes: float, count: int) -> list[dict[str, Any]]:
+    """The other variants' results of an earlier run with the same budget, kept in the report."""
+    path = out / "ablation.json"
+    if not path.exists():
+        return []
+    earlier = json.loads(path.read_text())
+    same = earlier.get("minutes") == minutes and earlier.get("count") == count
+    return list(earlier["variants"]) if same else []
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--variants", default=DEFAULT_VARIANTS, help=f"comma-separated, of {', '.join(VARIANTS)}")
@@ -188,12 +202,14 @@ def main() -> None:
     torch.set_num_threads(1)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    results = []
-    for name in args.variants.split(","):
+    names = args.variants.split(",")
+    results = [r for r in _earlier(out, args.minutes, args.count) if r["variant"] not in names]
+    for name in names:
         started = time.monotonic()
         if not args.score_only:
             train_variant(name, args)
         results.append(score(name, Path(args.runs) / name, out, args.cache_dir))
+        results.sort(key=lambda r: str(r["variant"]))
         print(f"variant {name}: {json.dumps(results[-1])} ({time.monotonic() - started:.0f} s)", flush=True)
         write_report(results, out, args.minutes, args.count)
 
