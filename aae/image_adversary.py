@@ -27,7 +27,7 @@ class AdversaryOptions:
     lr: float = 2e-4
     weight: float = 0.5  # multiplies the adaptive weight
     max_weight: float = 1.0  # the clamp on weight * adaptive ratio
-    r1_gamma: float = 1.0
+    r1_gamma: float = 0.1  # on pixel values in [0, 1]; StyleGAN2's rule of thumb gives ~0.01-0.05 at 64 px
     r1_every: int = 16
     freeze_accuracy: float = 0.95  # skip discriminator updates while its running accuracy is above this
     width: int = 32

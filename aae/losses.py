@@ -75,6 +75,11 @@ def hinge_generator(logits_fake: torch.Tensor) -> torch.Tensor:
 
 
 def r1_penalty(logits_real: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
-    """Mean over images of the squared norm of d logits / d real (Mescheder et al. 2018); ``real`` requires grad."""
-    (grad,) = torch.autograd.grad(logits_real.sum(), real, create_graph=True)
+    """Mean over images of the squared norm of d logit / d real (Mescheder et al. 2018); ``real`` requires grad.
+
+    A patch discriminator's logit of an image is the mean of its patch logits: the gradient of their sum
+    would be (patches) times larger, and the penalty (patches)^2 times, which keeps the discriminator flat.
+    """
+    per_image = logits_real.reshape(logits_real.shape[0], -1).mean(1)
+    (grad,) = torch.autograd.grad(per_image.sum(), real, create_graph=True)
     return grad.pow(2).flatten(1).sum(1).mean()

@@ -52,6 +52,10 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
         "c's game with one shared encoder forward (generator gradient 0.5x the reconstruction's, discriminator lr 1e-4)",
         [*V3_DECODER, *ADVERSARY, "--lr-discriminator", "1e-4", "--shared-encoder", "--gen-weight", "0.5"],
     ),
+    "g": (
+        "e + d's latent game, with R1 on each image's mean patch logit (gamma 0.1)",
+        ["--bf16", "--channels-last", *ADVERSARY, *EQUILIBRIUM, "--r1-gamma", "0.1"],
+    ),
 }
 DEFAULT_VARIANTS = "a,b,c,d,e"
 FLOORS: dict[tuple[int, int], dict[str, Any]] = {}  # (held-out start, images) -> the floor SWD, measured once

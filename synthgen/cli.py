@@ -405,7 +405,7 @@ def _add_train(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     g.add_argument("--adv-lr", type=_positive_float, default=2e-4)
     g.add_argument("--adv-weight", type=_positive_float, default=0.5, help="times the adaptive (VQGAN) weight")
     g.add_argument("--adv-max-weight", type=_positive_float, default=1.0, help="the clamp on the adversarial weight")
-    g.add_argument("--r1-gamma", type=float, default=1.0)
+    g.add_argument("--r1-gamma", type=float, default=0.1, help="R1 weight on real images (0: none)")
     g.add_argument("--r1-every", type=_positive_int, default=16, help="lazy R1: every N steps")
     g.add_argument("--adv-freeze-accuracy", type=float, default=0.95, help="freeze it while its accuracy is above this")
     p.set_defaults(func=cmd_train)
