@@ -267,3 +267,17 @@ def test_reconstruction_losses_are_zero_at_the_target_and_grow_with_noise(name: 
     small = reconstruction_loss(name, x + 0.01 * torch.randn_like(x), x, frequency_weight=0.5)
     large = reconstruction_loss(name, x + 0.1 * torch.randn_like(x), x, frequency_weight=0.5)
     assert 0 < float(small) < float(large)
+
+
+def test_cli_resume_continues_a_run_with_its_own_options(tmp_path: Path) -> None:
+    from synthgen.cli import main
+
+    out = tmp_path / "run"
+    argv = ["train", "--count", "24", "--image-size", "32", "--latent-dim", "4", "--base-width", "8", "--disc-hidden", "16"]
+    argv += ["--batch-size", "8", "--epochs", "2", "--max-steps", "2", "--recon-loss", "l1", "--ema-kimg", "1"]
+    argv += ["--out", str(out), "--cache-dir", str(tmp_path / "c"), "--threads", "1"]
+    assert main(argv) == 0
+    assert main(["train", "--resume", str(out), "--max-steps", "5"]) == 0
+    _, checkpoint = load_checkpoint(str(out / "checkpoint.pt"))
+    assert checkpoint["summary"]["steps"] == 5 and checkpoint["options"]["recon_loss"] == "l1"
+    assert checkpoint["options"]["max_steps"] == 5 and checkpoint["decoder_ema"] is not None
