@@ -582,8 +582,8 @@ class TrainingLoop:
         seconds = self.seconds()
         self.last = self.window.flush()
         record = {"step": self.step, "epoch": self.epoch, **self.last, "seconds": seconds}
-        session = time.monotonic() - self.started
-        record["images_per_s"] = (self.step - self.first_step) * self.options.batch_size / max(session, 1e-9)
+        this_run = time.monotonic() - self.started
+        record["images_per_s"] = (self.step - self.first_step) * self.options.batch_size / max(this_run, 1e-9)
         log_file.write(json.dumps(record) + "\n")
         log_file.flush()
         shown = ("reconstruction", "disc_accuracy", "kl", "image_weight")
