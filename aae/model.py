@@ -18,6 +18,8 @@ from torch import nn
 from aae.priors import complete_spec, marginal_moments
 
 MODEL_KINDS = ("aae", "ae", "vae")
+UPSAMPLINGS = ("convtranspose", "nearest", "bilinear")
+DECODER_NORMS = ("batch", "group", "none")
 
 
 @dataclass
@@ -33,6 +35,12 @@ class AAEConfig:
     # mean and std: the first two moments of q(z) match p(z) by construction and the discriminator shapes
     # the rest. Without it the adversarial game oscillates on this architecture (see README, "Training").
     normalize_codes: bool = True
+    # The decoder. The defaults are the original DCGAN-style one (ConvTranspose 4x4 stride 2, BatchNorm), which
+    # checkpoints written before these options rebuild. "nearest"/"bilinear": resize then a 3x3 convolution
+    # (no checkerboard artifacts, Odena et al. 2016); "group": GroupNorm, the same in training and inference.
+    upsample: str = "convtranspose"
+    decoder_norm: str = "batch"
+    res_blocks: int = 0  # residual blocks after each up-sampling stage
 
     def __post_init__(self) -> None:
         if self.image_size not in (32, 64, 128):
@@ -44,6 +52,12 @@ class AAEConfig:
         self.prior = complete_spec(self.prior, self.latent_dim)
         if self.kind == "vae" and self.prior["kind"] != "gaussian":
             raise ValueError("the VAE baseline needs the gaussian prior (its KL term is the closed form for it)")
+        if self.upsample not in UPSAMPLINGS:
+            raise ValueError(f"upsample must be one of {', '.join(UPSAMPLINGS)}, got {self.upsample!r}")
+        if self.decoder_norm not in DECODER_NORMS:
+            raise ValueError(f"decoder_norm must be one of {', '.join(DECODER_NORMS)}, got {self.decoder_norm!r}")
+        if self.res_blocks < 0:
+            raise ValueError(f"res_blocks must be >= 0, got {self.res_blocks}")
 
     @property
     def levels(self) -> int:
@@ -103,31 +117,92 @@ class Encoder(nn.Module):
         return self.distribution(x)[0]
 
 
+def _groups(channels: int) -> int:
+    """GroupNorm groups: the largest of 32, 16, ... that divides ``channels``."""
+    return next(g for g in (32, 16, 8, 4, 2, 1) if channels % g == 0)
+
+
+def _norm(kind: str, channels: int, flat: int | None = None) -> nn.Module:
+    """A normalization of ``channels`` feature maps, or of a flat vector of ``flat`` features grouped per channel."""
+    if kind == "batch":
+        return nn.BatchNorm1d(flat) if flat else nn.BatchNorm2d(channels)
+    if kind == "group":
+        return nn.GroupNorm(_groups(channels), flat or channels)
+    return nn.Identity()
+
+
+class ResidualBlock(nn.Module):
+    """x + conv(act(norm(conv(act(norm(x)))))): two 3x3 convolutions, pre-activation (He et al. 2016)."""
+
+    def __init__(self, channels: int, norm: str) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            _norm(norm, channels),
+            nn.ReLU(),
+            nn.Conv2d(channels, channels, 3, padding=1),
+            _norm(norm, channels),
+            nn.ReLU(),
+            nn.Conv2d(channels, channels, 3, padding=1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = x + self.body(x)
+        return out
+
+
+def _up_stage(config: AAEConfig, in_ch: int, out_ch: int) -> list[nn.Module]:
+    """One 2x up-sampling stage: ConvTranspose 4x4, or a resize then a 3x3 conv; norm, ReLU, residual blocks."""
+    norm = config.decoder_norm
+    if config.upsample == "convtranspose":
+        layers: list[nn.Module] = [nn.ConvTranspose2d(in_ch, out_ch, 4, stride=2, padding=1, bias=norm == "none")]
+    else:
+        layers = [nn.Upsample(scale_factor=2, mode=config.upsample), nn.Conv2d(in_ch, out_ch, 3, padding=1, bias=norm == "none")]
+    layers += [_norm(norm, out_ch), nn.ReLU(inplace=True)]
+    layers += [ResidualBlock(out_ch, norm) for _ in range(config.res_blocks)]
+    return layers
+
+
+def _to_image(config: AAEConfig, in_ch: int) -> list[nn.Module]:
+    """The last stage, up to the full resolution: the conv that outputs the image's channels."""
+    if config.upsample == "convtranspose":
+        return [nn.ConvTranspose2d(in_ch, config.channels, 4, stride=2, padding=1)]
+    return [nn.Upsample(scale_factor=2, mode=config.upsample), nn.Conv2d(in_ch, config.channels, 3, padding=1)]
+
+
 class Decoder(nn.Module):
-    """Latent z [B, latent_dim] -> image [B, C, H, W] in [0, 1]."""
+    """Latent z [B, latent_dim] -> image [B, C, H, W] in [0, 1].
+
+    The last conv and the sigmoid run in float32 even under autocast, so the image keeps its precision.
+    """
 
     def __init__(self, config: AAEConfig) -> None:
         super().__init__()
         widths = list(reversed(_widths(config)))
         self.first_width = widths[0]
         self.from_latent = nn.Sequential(
-            nn.Linear(config.latent_dim, widths[0] * 4 * 4, bias=False),
-            nn.BatchNorm1d(widths[0] * 4 * 4),
+            nn.Linear(config.latent_dim, widths[0] * 4 * 4, bias=config.decoder_norm == "none"),
+            _norm(config.decoder_norm, widths[0], flat=widths[0] * 4 * 4),
             nn.ReLU(inplace=True),
         )
         layers: list[nn.Module] = []
         for in_ch, out_ch in pairwise(widths):
-            layers += [
-                nn.ConvTranspose2d(in_ch, out_ch, 4, stride=2, padding=1, bias=False),
-                nn.BatchNorm2d(out_ch),
-                nn.ReLU(inplace=True),
-            ]
-        layers.append(nn.ConvTranspose2d(widths[-1], config.channels, 4, stride=2, padding=1))
+            layers += _up_stage(config, in_ch, out_ch)
+        layers += _to_image(config, widths[-1])
         self.features = nn.Sequential(*layers)
+
+    @property
+    def last_layer(self) -> nn.Module:
+        """The conv that outputs the image (the adaptive adversarial weight compares gradients there)."""
+        return self.features[-1]
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         h = self.from_latent(z).view(z.shape[0], self.first_width, 4, 4)
-        return torch.sigmoid(self.features(h))
+        for i in range(len(self.features) - 1):
+            h = self.features[i](h)
+        if torch.is_autocast_enabled(h.device.type):
+            with torch.autocast(h.device.type, enabled=False):
+                return torch.sigmoid(self.last_layer(h.float()))
+        return torch.sigmoid(self.last_layer(h))
 
 
 class LatentDiscriminator(nn.Module):
@@ -170,12 +245,36 @@ class AAE(nn.Module):
         return self.decoder(self.encoder(x))
 
 
-def load_checkpoint(path: str, map_location: str = "cpu") -> tuple[AAE, dict[str, Any]]:
-    """Rebuild an AAE from a checkpoint written by ``aae.train``; returns (model, checkpoint)."""
+DECODER_CHOICES = ("auto", "ema", "live")
+
+
+def exported_decoder(checkpoint: dict[str, Any], choice: str = "auto") -> str:
+    """Which decoder weights a checkpoint's tools use: "ema" (the weight average) or "live".
+
+    "auto" follows the checkpoint's summary (``export_decoder``, set by training's flag), and is "live" for
+    checkpoints without an average.
+    """
+    if choice not in DECODER_CHOICES:
+        raise ValueError(f"decoder must be one of {', '.join(DECODER_CHOICES)}, got {choice!r}")
+    has_ema = checkpoint.get("decoder_ema") is not None
+    if choice == "ema" and not has_ema:
+        raise ValueError("the checkpoint has no EMA decoder")
+    if choice == "auto":
+        return "ema" if has_ema and checkpoint.get("summary", {}).get("export_decoder") == "ema" else "live"
+    return choice
+
+
+def load_checkpoint(path: str, map_location: str = "cpu", decoder: str = "auto") -> tuple[AAE, dict[str, Any]]:
+    """Rebuild an AAE from a checkpoint written by ``aae.train``; returns (model, checkpoint).
+
+    ``decoder``: "auto" (what the checkpoint says to ship), "ema" or "live" (see ``exported_decoder``).
+    """
     # TorchVersion is allowed so that checkpoints recording torch.__version__ load safely too.
     with torch.serialization.safe_globals([torch.torch_version.TorchVersion]):
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     model = AAE(AAEConfig.from_dict(checkpoint["config"]))
     model.load_state_dict(checkpoint["model"])
+    if exported_decoder(checkpoint, decoder) == "ema":
+        model.decoder.load_state_dict(checkpoint["decoder_ema"])
     model.eval()
     return model, checkpoint

@@ -7,13 +7,17 @@ encoder is updated to fool it, which pushes the aggregated posterior q(z) onto t
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import json
 import logging
 import math
+import random
+import signal
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -22,6 +26,9 @@ from torch import nn
 from tqdm import tqdm
 
 from aae.data import image_grid, load_dataset
+from aae.ema import WeightEMA
+from aae.image_adversary import AdversaryOptions, AdversaryStats, ImageAdversary, adaptive_weight
+from aae.losses import reconstruction_loss
 from aae.model import AAE, AAEConfig, images_uint8
 from aae.priors import build_prior
 from synthgen.core.files import atomic_file
@@ -46,11 +53,37 @@ class TrainOptions:
     cache_dir: str = "cache"
     device: str = "auto"
     max_steps: int | None = None  # stop early, for smoke tests
+    max_minutes: float | None = None  # stop (resumably) after this much training time, resumed runs' time included
     log_every: int = 25
     threads: int | None = None
-    amp: bool = True  # bfloat16 autocast when training on CUDA; ignored on CPU
+    amp: bool = True  # bfloat16 autocast when training on CUDA
+    bf16: bool = False  # bfloat16 autocast on CPU too (AMX); the decoder's last conv, the sigmoid and the losses stay float32
+    channels_last: bool = False  # NHWC memory format for the convolutions
     vae_sigma: float = 0.1  # the VAE baseline's decoder standard deviation (pixel values in [0, 1])
+    recon_loss: str = "mse"  # "mse", "l1" or "laplacian" (GLO's Laplacian-pyramid L1); see aae/losses.py
+    frequency_weight: float = 0.0  # adds this times the L1 distance of the 2D spectra
+    # AAE only: one encoder forward for the reconstruction and the generator losses. The generator's gradient
+    # at the codes is scaled to gen_weight times the norm of the reconstruction's, and one optimizer steps both.
+    shared_encoder: bool = False
+    gen_weight: float = 0.2
+    disc_steps: int = 1  # AAE: latent discriminator updates per mini-batch
+    adversary: AdversaryOptions | None = None  # the image adversary, an added phase for any kind
+    ema_kimg: float | None = None  # half-life (thousands of images) of an EMA of the decoder; None: no EMA
+    export_ema: bool = True  # with an EMA: tools (export, evaluate, grids) use the EMA decoder
+    checkpoint_minutes: float = 5.0  # also checkpoint (resumable) this often, besides every epoch
     config: AAEConfig = field(default_factory=AAEConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if k != "config"}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], config: AAEConfig) -> TrainOptions:
+        """Options saved in a checkpoint; keys from before an option existed take its default."""
+        known = {f for f in cls.__dataclass_fields__ if f != "config"}
+        values = {k: v for k, v in data.items() if k in known}
+        if values.get("adversary") is not None:
+            values["adversary"] = AdversaryOptions(**values["adversary"])
+        return cls(**values, config=config)
 
 
 def pick_device(name: str) -> torch.device:
@@ -66,22 +99,49 @@ class StepLosses:
     generator: float | None = None  # AAE only
     disc_accuracy: float | None = None  # AAE: fraction of prior and encoder codes classified right
     kl: float | None = None  # VAE only: KL(q(z|x) || p(z)) per image, in nats
+    recon_loss: float | None = None  # the training loss when it is not the MSE
+    gen_weight: float | None = None  # AAE with a shared encoder forward: the generator gradient's scale
+    image_disc: float | None = None  # the image adversary (see aae/image_adversary.py)
+    image_gen: float | None = None
+    image_weight: float | None = None
+    image_real_accuracy: float | None = None
+    image_fake_accuracy: float | None = None
+    image_frozen: float | None = None
+
+
+def _to_memory_format(module: nn.Module, memory_format: torch.memory_format) -> None:
+    cast(Any, module).to(memory_format=memory_format)  # torch's stubs lack the memory_format keyword
+
+
+def _with(losses: StepLosses, stats: AdversaryStats) -> StepLosses:
+    return replace(losses, **{k: v for k, v in asdict(stats).items() if v is not None})
 
 
 class Trainer:
-    """Owns the model and its optimizers; ``step`` is one mini-batch update. Subclasses per kind."""
+    """Owns the model and its optimizers; ``step`` is one mini-batch update. Subclasses per kind.
+
+    Shared by every kind: the reconstruction loss, the image adversary (an added phase, after the model's
+    own), the decoder's EMA, and the state a resumed run needs (``state_dict``).
+    """
 
     def __init__(self, config: AAEConfig, options: TrainOptions, device: torch.device) -> None:
         self.device = device
         self.options = options
         self.model = AAE(config).to(device)
+        self.memory_format = torch.channels_last if options.channels_last else torch.contiguous_format
+        _to_memory_format(self.model, self.memory_format)
         self.prior = build_prior(config.prior, config.latent_dim)
-        # bfloat16 autocast on CUDA: no loss scaling needed, and the losses are computed in float32
-        self.amp = options.amp and device.type == "cuda"
+        # bfloat16 autocast: no loss scaling needed, and the losses are computed in float32
+        self.amp = (options.amp and device.type == "cuda") or (options.bf16 and device.type == "cpu")
         m = self.model
         self.opt_autoencoder = torch.optim.Adam(
             list(m.encoder.parameters()) + list(m.decoder.parameters()), lr=options.lr_reconstruction, betas=BETAS
         )
+        self.adversary = ImageAdversary(options.adversary, config.channels, device, BETAS) if options.adversary else None
+        if self.adversary is not None:
+            _to_memory_format(self.adversary.discriminator, self.memory_format)
+        self.ema = WeightEMA(m.decoder, options.ema_kimg) if options.ema_kimg else None
+        self.steps_done = 0
 
     def autocast(self) -> torch.autocast:
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp)
@@ -92,24 +152,96 @@ class Trainer:
         optimizer.step()
 
     def step(self, x: torch.Tensor) -> StepLosses:
+        """One mini-batch: the kind's phases, then the image adversary's discriminator, then the EMA."""
+        x = x.contiguous(memory_format=self.memory_format)
+        losses = self._step(x)
+        self.steps_done += 1
+        if self.ema is not None:
+            self.ema.update(self.model.decoder, x.shape[0], self.steps_done * x.shape[0])
+        return losses
+
+    def _step(self, x: torch.Tensor) -> StepLosses:
         raise NotImplementedError
+
+    def _decoder_loss(self, x: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, StepLosses, torch.Tensor | None]:
+        """Decode z; the reconstruction loss plus the weighted adversarial term; the fakes for the discriminator."""
+        x_hat = self.model.decoder(z).float()
+        rec = reconstruction_loss(self.options.recon_loss, x_hat, x, self.options.frequency_weight)
+        mse = rec if self.options.recon_loss == "mse" and not self.options.frequency_weight else F.mse_loss(x_hat.detach(), x)
+        losses = StepLosses(mse.item(), recon_loss=None if rec is mse else rec.item())
+        loss, stats, fakes = self._adversarial_term(rec, x_hat)
+        return loss, _with(losses, stats), fakes
+
+    def _adversarial_term(
+        self, rec: torch.Tensor, x_hat: torch.Tensor
+    ) -> tuple[torch.Tensor, AdversaryStats, torch.Tensor | None]:
+        adversary = self.adversary
+        if adversary is None or not adversary.active(self.steps_done):
+            return rec, AdversaryStats(), None
+        fakes = self._fakes(x_hat, adversary.options.fakes)
+        gen = adversary.generator_loss(fakes)
+        o = adversary.options
+        last = self.model.decoder.last_layer.weight
+        assert isinstance(last, torch.Tensor)
+        weight = adaptive_weight(rec, gen, last, o.weight, o.max_weight)
+        return rec + weight * gen, AdversaryStats(image_gen=gen.item(), image_weight=weight), fakes
+
+    def _fakes(self, x_hat: torch.Tensor, kind: str) -> torch.Tensor:
+        """Reconstructions, decoded prior samples (so the decoder trains where sampling goes), or both."""
+        if kind == "recon":
+            return x_hat
+        count = x_hat.shape[0] if kind == "prior" else max(x_hat.shape[0] // 2, 1)
+        decoded = self.model.decoder(self.prior.sample(count, device=self.device)).float()
+        return decoded if kind == "prior" else torch.cat([x_hat, decoded])
+
+    def _image_discriminator(self, x: torch.Tensor, fakes: torch.Tensor | None, losses: StepLosses) -> StepLosses:
+        if self.adversary is None or fakes is None:
+            return losses
+        with self.autocast():
+            stats = self.adversary.discriminator_step(x, fakes, self.steps_done)
+        return _with(losses, stats)
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"autoencoder": self.opt_autoencoder}
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything a resumed run needs besides the data order and the RNGs: weights, optimizers, EMA, step."""
+        return {
+            "model": self.model.state_dict(),
+            "optimizers": {name: opt.state_dict() for name, opt in self.optimizers().items()},
+            "adversary": self.adversary.state_dict() if self.adversary else None,
+            "ema": self.ema.state_dict() if self.ema else None,
+            "steps_done": self.steps_done,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        for name, opt in self.optimizers().items():
+            opt.load_state_dict(state["optimizers"][name])
+        if self.adversary is not None:
+            self.adversary.load_state_dict(state["adversary"])
+        if self.ema is not None:
+            self.ema.load_state_dict(state["ema"])
+        self.steps_done = int(state["steps_done"])
 
 
 class AETrainer(Trainer):
     """The plain autoencoder baseline: the reconstruction phase alone; nothing shapes q(z)."""
 
-    def step(self, x: torch.Tensor) -> StepLosses:
-        m = self.model
+    def _step(self, x: torch.Tensor) -> StepLosses:
         with self.autocast():
-            reconstruction = F.mse_loss(m.decoder(m.encoder(x)), x)
-        self._update(self.opt_autoencoder, reconstruction)
-        return StepLosses(reconstruction.item())
+            loss, losses, fakes = self._decoder_loss(x, self.model.encoder(x))
+        self._update(self.opt_autoencoder, loss)
+        return self._image_discriminator(x, fakes, losses)
 
 
 class VAETrainer(Trainer):
-    """The VAE baseline: a Gaussian decoder of fixed sigma (``vae_sigma``) and the closed-form KL to N(0, s^2 I)."""
+    """The VAE baseline: a Gaussian decoder of fixed sigma (``vae_sigma``) and the closed-form KL to N(0, s^2 I).
 
-    def step(self, x: torch.Tensor) -> StepLosses:
+    Its likelihood is the MSE whatever ``recon_loss`` says; the image adversary can be added to it.
+    """
+
+    def _step(self, x: torch.Tensor) -> StepLosses:
         m = self.model
         s2 = self.prior.std**2
         with self.autocast():
@@ -117,11 +249,13 @@ class VAETrainer(Trainer):
             assert logvar is not None
             mu, logvar = mu.float(), logvar.float()
             z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
-            mse = F.mse_loss(m.decoder(z).float(), x, reduction="none").flatten(1).sum(1)
+            x_hat = m.decoder(z).float()
+            mse = F.mse_loss(x_hat, x, reduction="none").flatten(1).sum(1)
             kl = 0.5 * (math.log(s2) - logvar + (logvar.exp() + mu.pow(2)) / s2 - 1).sum(1)
-            loss = (mse / (2 * self.options.vae_sigma**2) + kl).mean()
+            loss, stats, fakes = self._adversarial_term((mse / (2 * self.options.vae_sigma**2) + kl).mean(), x_hat)
         self._update(self.opt_autoencoder, loss)
-        return StepLosses(mse.mean().item() / x[0].numel(), kl=kl.mean().item())
+        losses = _with(StepLosses(mse.mean().item() / x[0].numel(), kl=kl.mean().item()), stats)
+        return self._image_discriminator(x, fakes, losses)
 
 
 class AAETrainer(Trainer):
@@ -133,34 +267,79 @@ class AAETrainer(Trainer):
         self.opt_discriminator = torch.optim.Adam(m.discriminator.parameters(), lr=options.lr_discriminator, betas=BETAS)
         self.opt_generator = torch.optim.Adam(m.encoder.parameters(), lr=options.lr_generator, betas=BETAS)
 
-    def step(self, x: torch.Tensor) -> StepLosses:
-        """One mini-batch: reconstruction phase, then regularization phase."""
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        named = {**super().optimizers(), "discriminator": self.opt_discriminator}
+        if not self.options.shared_encoder:
+            named["generator"] = self.opt_generator
+        return named
+
+    def _step(self, x: torch.Tensor) -> StepLosses:
+        return self._shared_step(x) if self.options.shared_encoder else self._phased_step(x)
+
+    def _phased_step(self, x: torch.Tensor) -> StepLosses:
+        """Reconstruction phase (with the image adversary's term), then the regularization phase."""
         m = self.model
-        B = x.shape[0]  # batch
         # Phase 1: reconstruction, encoder and decoder.
         with self.autocast():
-            reconstruction = F.mse_loss(m.decoder(m.encoder(x)), x)
-        self._update(self.opt_autoencoder, reconstruction)
+            loss, losses, fakes = self._decoder_loss(x, m.encoder(x))
+        self._update(self.opt_autoencoder, loss)
 
         # Phase 2a: the discriminator tells prior samples (label 1) from codes (label 0).
-        with self.autocast():
-            with torch.no_grad():
-                z_fake = m.encoder(x).float()
-            z_real = self.prior.sample(B, device=self.device)
-            logits_real, logits_fake = m.discriminator(z_real).float(), m.discriminator(z_fake).float()
-            disc_loss = F.binary_cross_entropy_with_logits(
-                logits_real, torch.ones_like(logits_real)
-            ) + F.binary_cross_entropy_with_logits(logits_fake, torch.zeros_like(logits_fake))
-        self._update(self.opt_discriminator, disc_loss)
+        with self.autocast(), torch.no_grad():
+            z_fake = m.encoder(x).float()
+        disc_loss, accuracy = self._latent_discriminator(z_fake)
 
         # Phase 2b: the encoder, as generator, learns to make its codes pass for prior samples.
         with self.autocast():
             logits_gen = m.discriminator(m.encoder(x)).float()
             gen_loss = F.binary_cross_entropy_with_logits(logits_gen, torch.ones_like(logits_gen))
         self._update(self.opt_generator, gen_loss)
+        losses = replace(losses, discriminator=disc_loss, generator=gen_loss.item(), disc_accuracy=accuracy)
+        return self._image_discriminator(x, fakes, losses)
 
+    def _latent_discriminator(self, z_fake: torch.Tensor) -> tuple[float, float]:
+        """``disc_steps`` updates on prior samples (label 1) against the codes (label 0); (loss, accuracy) of the last."""
+        m = self.model
+        for _ in range(self.options.disc_steps):
+            with self.autocast():
+                z_real = self.prior.sample(z_fake.shape[0], device=self.device)
+                logits_real, logits_fake = m.discriminator(z_real).float(), m.discriminator(z_fake).float()
+                disc_loss = F.binary_cross_entropy_with_logits(
+                    logits_real, torch.ones_like(logits_real)
+                ) + F.binary_cross_entropy_with_logits(logits_fake, torch.zeros_like(logits_fake))
+            self._update(self.opt_discriminator, disc_loss)
         accuracy = ((logits_real > 0).float().mean() + (logits_fake <= 0).float().mean()) / 2
-        return StepLosses(reconstruction.item(), disc_loss.item(), gen_loss.item(), accuracy.item())
+        return disc_loss.item(), accuracy.item()
+
+    def _shared_step(self, x: torch.Tensor) -> StepLosses:
+        """One encoder forward and backward for both phases.
+
+        The decoder side runs from a detached copy of the codes, which collects the reconstruction's gradient
+        at z; the generator's gradient at z (through the just-updated discriminator) is scaled to
+        ``gen_weight`` times its norm, and the sum goes back through the encoder once.
+        """
+        m = self.model
+        with self.autocast():
+            z = m.encoder(x).float()
+        z_leaf = z.detach().requires_grad_(True)
+        with self.autocast():
+            loss, losses, fakes = self._decoder_loss(x, z_leaf)
+        self.opt_autoencoder.zero_grad(set_to_none=True)
+        loss.backward()
+        g_rec = z_leaf.grad
+        assert g_rec is not None
+        disc_loss, accuracy = self._latent_discriminator(z.detach())
+        m.discriminator.requires_grad_(False)
+        with self.autocast():
+            logits_gen = m.discriminator(z_leaf).float()
+            gen_loss = F.binary_cross_entropy_with_logits(logits_gen, torch.ones_like(logits_gen))
+        (g_gen,) = torch.autograd.grad(gen_loss, z_leaf)
+        m.discriminator.requires_grad_(True)
+        scale = self.options.gen_weight * float(g_rec.norm() / (g_gen.norm() + 1e-12))
+        z.backward(g_rec + scale * g_gen)
+        self.opt_autoencoder.step()
+        losses = replace(losses, discriminator=disc_loss, generator=gen_loss.item(), disc_accuracy=accuracy, gen_weight=scale)
+        return self._image_discriminator(x, fakes, losses)
 
 
 TRAINERS: dict[str, type[Trainer]] = {"aae": AAETrainer, "ae": AETrainer, "vae": VAETrainer}
@@ -168,17 +347,6 @@ TRAINERS: dict[str, type[Trainer]] = {"aae": AAETrainer, "ae": AETrainer, "vae":
 
 def build_trainer(config: AAEConfig, options: TrainOptions, device: torch.device) -> Trainer:
     return TRAINERS[config.kind](config, options, device)
-
-
-def save_checkpoint(path: Path, model: AAE, summary: dict[str, Any], options: TrainOptions) -> None:
-    checkpoint = {
-        "config": model.config.to_dict(),
-        "model": model.state_dict(),
-        "summary": summary,
-        "options": {k: v for k, v in asdict(options).items() if k != "config"},
-    }
-    with atomic_file(path) as f:  # a crash mid-write never leaves a truncated checkpoint
-        torch.save(checkpoint, f)
 
 
 @torch.no_grad()
@@ -247,52 +415,235 @@ def _load_tensors(options: TrainOptions, device: torch.device) -> torch.Tensor:
     return data
 
 
-def train(options: TrainOptions) -> Path:
-    """Train a model (an AAE, or a baseline, per ``options.config.kind``); return its final checkpoint."""
+def train(options: TrainOptions, resume: str | Path | None = None) -> Path:
+    """Train a model (an AAE, or a baseline, per ``options.config.kind``); return its final checkpoint.
+
+    ``resume``: a checkpoint (or a run folder, for its ``checkpoint.pt``) of the same options to continue
+    from: weights, optimizers, EMA, RNGs, data order and step, so the result equals an uninterrupted run.
+    """
     if options.threads:
         torch.set_num_threads(options.threads)
     torch.manual_seed(options.seed)
+    random.seed(options.seed)
+    np.random.seed(options.seed % 2**32)
     device = pick_device(options.device)
     out = Path(options.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     data = _load_tensors(options, device)
-    N = data.shape[0]
-    trainer = build_trainer(options.config, options, device)
-    fixed_z = trainer.prior.sample(64, generator=torch.Generator().manual_seed(1234)).to(device)
-    generator = torch.Generator().manual_seed(options.seed)
-    steps_per_epoch = N // options.batch_size
-    total_steps = options.epochs * steps_per_epoch
-    if options.max_steps is not None:
-        total_steps = min(total_steps, options.max_steps)
-
-    started = time.monotonic()
-    step = 0
-    window = LossWindow()
-    last: dict[str, float] = {}
-    with open(out / "losses.jsonl", "a", encoding="utf-8") as log_file, tqdm(total=total_steps, unit="step") as bar:
-        for epoch in range(options.epochs):
-            order = torch.randperm(N, generator=generator).to(data.device)
-            for b in range(min(steps_per_epoch, total_steps - step)):
-                idx = order[b * options.batch_size : (b + 1) * options.batch_size]
-                window.add(trainer.step(data[idx].to(device, non_blocking=True).float().div_(255)))
-                step += 1
-                bar.update(1)
-                if step % options.log_every == 0 or step == total_steps:
-                    seconds = time.monotonic() - started
-                    last = window.flush()
-                    record = {"step": step, "epoch": epoch, **last, "seconds": seconds}
-                    record["images_per_s"] = step * options.batch_size / max(seconds, 1e-9)
-                    log_file.write(json.dumps(record) + "\n")
-                    log_file.flush()
-                    bar.set_postfix({k: f"{v:.4f}" for k, v in last.items() if k in ("reconstruction", "disc_accuracy", "kl")})
-            recalibrate_batchnorm(trainer.model, data, batch_size=options.batch_size)
-            save_sample_grid(trainer.model, fixed_z, out / f"samples_epoch{epoch:03d}.png")
-            summary = _summary(options, device, N, step, epoch + 1, time.monotonic() - started, last)
-            save_checkpoint(out / f"checkpoint_epoch{epoch:03d}.pt", trainer.model, summary, options)
-            save_checkpoint(out / "checkpoint.pt", trainer.model, summary, options)  # the latest
-            if step >= total_steps:
-                break
+    loop = TrainingLoop(options, build_trainer(options.config, options, device), data, out)
+    if resume is not None:
+        loop.restore(read_checkpoint(resume_path(resume)))
+    with StopOnSignal() as stop:
+        loop.run(stop)
     return out / "checkpoint.pt"
+
+
+def resume_path(resume: str | Path) -> Path:
+    path = Path(resume)
+    return path / "checkpoint.pt" if path.is_dir() else path
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    with torch.serialization.safe_globals([torch.torch_version.TorchVersion]):
+        checkpoint: dict[str, Any] = torch.load(str(path), map_location="cpu", weights_only=True)
+    return checkpoint
+
+
+def resumable_options(path: str | Path) -> TrainOptions:
+    """The options a run folder's (or checkpoint's) training used, to continue it."""
+    checkpoint = read_checkpoint(resume_path(path))
+    if "training_state" not in checkpoint:
+        raise ValueError(f"{path}: the checkpoint has no training state to resume from (written before resumable runs)")
+    return TrainOptions.from_dict(checkpoint["options"], AAEConfig.from_dict(checkpoint["config"]))
+
+
+class StopOnSignal:
+    """SIGTERM (and SIGINT) set a flag that the loop reads after each step: it checkpoints, then returns."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: object) -> None:
+        log.warning("signal %d: checkpointing and stopping after this step", signum)
+        self.requested = True
+
+    def __enter__(self) -> StopOnSignal:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(ValueError):  # not the main thread: no handlers, no clean stop
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def _rng_state(generator: torch.Generator) -> dict[str, Any]:
+    kind, key, pos, has_gauss, cached = np.random.get_state()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": [kind, torch.from_numpy(np.asarray(key, dtype=np.int64)), int(pos), int(has_gauss), float(cached)],
+        "python": random.getstate(),
+        "data_order": generator.get_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any], generator: torch.Generator) -> None:
+    torch.set_rng_state(state["torch"])
+    kind, key, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, key.numpy().astype(np.uint32), pos, has_gauss, cached))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    generator.set_state(state["data_order"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _has_batchnorm(module: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules())
+
+
+class TrainingLoop:
+    """The epochs and steps of one run, its logs, and its checkpoints (every epoch and every few minutes).
+
+    A checkpoint holds what tools need (config, weights with precise BatchNorm statistics, the EMA decoder,
+    the summary) and, under ``training_state``, the live state that ``restore`` continues from.
+    """
+
+    def __init__(self, options: TrainOptions, trainer: Trainer, data: torch.Tensor, out: Path) -> None:
+        self.options, self.trainer, self.data, self.out = options, trainer, data, out
+        self.generator = torch.Generator().manual_seed(options.seed)
+        self.fixed_z = trainer.prior.sample(64, generator=torch.Generator().manual_seed(1234)).to(trainer.device)
+        self.steps_per_epoch = data.shape[0] // options.batch_size
+        total = options.epochs * self.steps_per_epoch
+        self.total_steps = total if options.max_steps is None else min(total, options.max_steps)
+        self.step, self.epoch, self.batch = 0, 0, 0
+        self.order: torch.Tensor | None = None
+        self.elapsed_before = 0.0  # seconds of the runs this one resumes
+        self.started = time.monotonic()
+        self.first_step = 0
+        self.last_checkpoint = time.monotonic()
+        self.window = LossWindow()
+        self.last: dict[str, float] = {}
+
+    def seconds(self) -> float:
+        return self.elapsed_before + time.monotonic() - self.started
+
+    def restore(self, checkpoint: dict[str, Any]) -> None:
+        if "training_state" not in checkpoint:
+            raise ValueError("the checkpoint has no training state to resume from (written before resumable runs)")
+        state = checkpoint["training_state"]
+        self.trainer.load_state_dict(state["trainer"])
+        _set_rng_state(state["rng"], self.generator)
+        self.step, self.epoch, self.batch = state["step"], state["epoch"], state["batch"]
+        self.order = state["order"]
+        self.elapsed_before = float(state["seconds"])
+        self.last = dict(state.get("last") or {})
+        self.first_step = self.step
+        log.info("resuming at step %d (epoch %d, batch %d) of %d", self.step, self.epoch, self.batch, self.total_steps)
+
+    def run(self, stop: StopOnSignal) -> None:
+        with (
+            open(self.out / "losses.jsonl", "a", encoding="utf-8") as log_file,
+            tqdm(total=self.total_steps, initial=self.step, unit="step") as bar,
+        ):
+            while self.epoch < self.options.epochs and self.step < self.total_steps and not self._stopping(stop):
+                self._epoch(log_file, bar, stop)
+            if self.batch:  # stopped mid-epoch (max_steps or a signal): the last state is resumable from here
+                self.save(epoch_end=False)
+
+    def _epoch(self, log_file: Any, bar: tqdm[Any], stop: StopOnSignal) -> None:
+        o = self.options
+        if self.order is None:
+            self.order = torch.randperm(self.data.shape[0], generator=self.generator).to(self.data.device)
+        while self.batch < self.steps_per_epoch and self.step < self.total_steps and not self._stopping(stop):
+            idx = self.order[self.batch * o.batch_size : (self.batch + 1) * o.batch_size]
+            x = self.data[idx].to(self.trainer.device, non_blocking=True).float().div_(255)
+            self.window.add(self.trainer.step(x))
+            self.step, self.batch = self.step + 1, self.batch + 1
+            bar.update(1)
+            if self.step % o.log_every == 0 or self.step == self.total_steps:
+                self._log(log_file, bar)
+            if time.monotonic() - self.last_checkpoint > 60 * o.checkpoint_minutes:
+                self.save(epoch_end=False)
+        if self.batch == self.steps_per_epoch:
+            self.save(epoch_end=True)
+            self.epoch, self.batch, self.order = self.epoch + 1, 0, None
+
+    def _stopping(self, stop: StopOnSignal) -> bool:
+        """A signal, or the time budget spent."""
+        budget = self.options.max_minutes
+        return stop.requested or (budget is not None and self.seconds() >= 60 * budget)
+
+    def _log(self, log_file: Any, bar: tqdm[Any]) -> None:
+        seconds = self.seconds()
+        self.last = self.window.flush()
+        record = {"step": self.step, "epoch": self.epoch, **self.last, "seconds": seconds}
+        this_run = time.monotonic() - self.started
+        record["images_per_s"] = (self.step - self.first_step) * self.options.batch_size / max(this_run, 1e-9)
+        log_file.write(json.dumps(record) + "\n")
+        log_file.flush()
+        shown = ("reconstruction", "disc_accuracy", "kl", "image_weight")
+        bar.set_postfix({k: f"{v:.4f}" for k, v in self.last.items() if k in shown})
+
+    def _tool_models(self) -> tuple[AAE, AAE | None]:
+        """Copies of the model with precise BatchNorm statistics: the live one, and the one with the EMA decoder."""
+        live = copy.deepcopy(self.trainer.model)
+        recalibrate_batchnorm(live, self.data, batch_size=self.options.batch_size)
+        ema = self.trainer.ema
+        if ema is None:
+            return live, None
+        averaged = copy.deepcopy(live)
+        averaged.decoder.load_state_dict(ema.state_dict())
+        if _has_batchnorm(averaged.decoder):
+            recalibrate_batchnorm(averaged, self.data, batch_size=self.options.batch_size)
+        return live, averaged
+
+    def save(self, epoch_end: bool) -> None:
+        """checkpoint.pt (and, at an epoch's end, checkpoint_epochNNN.pt and a sample grid), written atomically."""
+        live, averaged = self._tool_models()
+        use_ema = averaged is not None and self.options.export_ema
+        shipped = averaged if use_ema and averaged is not None else live
+        epochs = self.epoch + 1 if epoch_end else self.epoch
+        summary = _summary(self.options, self.trainer.device, self.data.shape[0], self.step, epochs, self.seconds(), self.last)
+        summary["export_decoder"] = "ema" if use_ema else "live"
+        state = {
+            "trainer": self.trainer.state_dict(),
+            "rng": _rng_state(self.generator),
+            "step": self.step,
+            "epoch": self.epoch + 1 if epoch_end else self.epoch,
+            "batch": 0 if epoch_end else self.batch,
+            "order": None if epoch_end else self.order,
+            "seconds": self.seconds(),
+            "last": self.last,
+        }
+        checkpoint = {
+            "config": live.config.to_dict(),
+            "model": _contiguous(live.state_dict()),
+            "decoder_ema": _contiguous(averaged.decoder.state_dict()) if averaged is not None else None,
+            "summary": summary,
+            "options": self.options.to_dict(),
+            "training_state": state,
+        }
+        if epoch_end:
+            save_sample_grid(shipped, self.fixed_z, self.out / f"samples_epoch{self.epoch:03d}.png")
+            _atomic_save(checkpoint, self.out / f"checkpoint_epoch{self.epoch:03d}.pt")
+        _atomic_save(checkpoint, self.out / "checkpoint.pt")  # the latest
+        self.last_checkpoint = time.monotonic()
+        log.info("checkpoint at step %d (%s)", self.step, "end of epoch" if epoch_end else "mid-epoch")
+
+
+def _contiguous(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.contiguous() for k, v in state.items()}
+
+
+def _atomic_save(checkpoint: dict[str, Any], path: Path) -> None:
+    with atomic_file(path) as f:  # a crash mid-write never leaves a truncated checkpoint
+        torch.save(checkpoint, f)
 
 
 def _summary(

@@ -1,25 +1,36 @@
-"""Training throughput (images/s): the AAE's two phases against the plain AE's single phase, per image size.
+"""Training throughput (images/s): the AAE's two phases against the plain AE's single phase, per image size,
+and the AAE with each option of the sharper recipe added in turn (``--phases``).
 
 Each row times whole mini-batch updates (forward, backward, optimizer) on avatar faces held in
-memory, after warm-up steps. The baseline of every row is the AE at the same image size in the same
-run, so the ratio is the price of the regularization phase. On CUDA the AAE also runs with and without
+memory, after warm-up steps. The baseline of every row of the first table is the AE at the same image size in
+the same run, so the ratio is the price of the regularization phase. On CUDA the AAE also runs with and without
 bfloat16 autocast (``TrainOptions.amp``), and the table adds that ratio.
+
+The second table starts from the AAE as it trains by default and adds, one at a time: bfloat16 autocast on
+CPU, channels_last, one encoder forward shared by both phases, the resize-conv GroupNorm decoder with the
+pyramid L1, the image adversary (on reconstructions and prior samples, active from the first step), and
+the decoder's EMA; the ratio is to the first row of the same run. ``--check-bf16`` trains the AAE a few
+dozen steps in float32 and in bfloat16 from the same seed on the same batches and compares the
+reconstruction MSE of a held batch.
 
     python bench/bench_train.py                 # CPU here; CUDA and mixed precision when present
     python bench/bench_train.py --sizes 64 --steps 50
+    python bench/bench_train.py --sizes 64 --phases --check-bf16 --threads 1
 """
 
 from __future__ import annotations
 
 import argparse
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
+import torch.nn.functional as F
 
 from aae.data import avatar_faces
+from aae.image_adversary import AdversaryOptions
 from aae.model import AAEConfig
-from aae.train import TrainOptions, build_trainer, pick_device
+from aae.train import Trainer, TrainOptions, build_trainer, pick_device
 
 
 @dataclass
@@ -30,21 +41,72 @@ class Row:
     images_per_s: float
 
 
-def _time(kind: str, size: int, amp: bool, data: torch.Tensor, steps: int, batch: int, device: torch.device) -> float:
-    torch.manual_seed(0)
-    config = AAEConfig(image_size=size, kind=kind, base_width=48)
-    trainer = build_trainer(config, TrainOptions(amp=amp, batch_size=batch), device)
-    batches = [data[torch.randint(0, len(data), (batch,))].to(device).float().div_(255) for _ in range(4)]
+def _run(trainer: Trainer, batches: list[torch.Tensor], steps: int, device: torch.device) -> float:
     for i in range(3):  # warm-up: allocator, cuDNN autotuning
-        trainer.step(batches[i % 4])
+        trainer.step(batches[i % len(batches)])
     if device.type == "cuda":
         torch.cuda.synchronize()
     started = time.perf_counter()
     for i in range(steps):
-        trainer.step(batches[i % 4])
+        trainer.step(batches[i % len(batches)])
     if device.type == "cuda":
         torch.cuda.synchronize()
-    return steps * batch / (time.perf_counter() - started)
+    return steps * batches[0].shape[0] / (time.perf_counter() - started)
+
+
+def _batches(data: torch.Tensor, batch: int, device: torch.device) -> list[torch.Tensor]:
+    torch.manual_seed(0)
+    return [data[torch.randint(0, len(data), (batch,))].to(device).float().div_(255) for _ in range(4)]
+
+
+def _time(kind: str, size: int, amp: bool, data: torch.Tensor, steps: int, batch: int, device: torch.device) -> float:
+    torch.manual_seed(0)
+    config = AAEConfig(image_size=size, kind=kind, base_width=48)
+    trainer = build_trainer(config, TrainOptions(amp=amp, batch_size=batch), device)
+    return _run(trainer, _batches(data, batch, device), steps, device)
+
+
+def phase_options(size: int, batch: int) -> list[tuple[str, TrainOptions]]:
+    """The AAE as it trains by default, then with each option of the sharper recipe added in turn."""
+    base = TrainOptions(batch_size=batch, config=AAEConfig(image_size=size, base_width=48))
+    sharp = AAEConfig(image_size=size, base_width=48, upsample="nearest", decoder_norm="group")
+    rows = [("AAE, fp32 (default)", base)]
+    rows.append(("+ bf16 autocast", replace(rows[-1][1], bf16=True)))
+    rows.append(("+ channels_last", replace(rows[-1][1], channels_last=True)))
+    rows.append(("+ shared encoder forward", replace(rows[-1][1], shared_encoder=True)))
+    rows.append(("+ resize-conv GroupNorm decoder, pyramid L1", replace(rows[-1][1], config=sharp, recon_loss="laplacian")))
+    rows.append(("+ image adversary (recon + prior fakes)", replace(rows[-1][1], adversary=AdversaryOptions(start=0))))
+    rows.append(("+ decoder EMA", replace(rows[-1][1], ema_kimg=10.0)))
+    return rows
+
+
+def phases_table(size: int, data: torch.Tensor, steps: int, batch: int, device: torch.device) -> list[str]:
+    batches = _batches(data, batch, device)
+    lines = [f"{'size':>5s} {'images/s':>9s} {'vs first':>9s}  variant"]
+    first = None
+    for name, options in phase_options(size, batch):
+        torch.manual_seed(0)
+        speed = _run(build_trainer(options.config, options, device), batches, steps, device)
+        first = first or speed
+        lines.append(f"{size:5d} {speed:9.0f} {speed / first:8.2f}x  {name}")
+    return lines
+
+
+def check_bf16(size: int, data: torch.Tensor, steps: int, batch: int, device: torch.device) -> str:
+    """Reconstruction MSE of a held batch after ``steps`` steps, float32 against bfloat16, same seed and batches."""
+    batches = _batches(data, batch, device)
+    held = batches[0]
+    errors = []
+    for bf16 in (False, True):
+        torch.manual_seed(0)
+        options = TrainOptions(batch_size=batch, bf16=bf16, amp=bf16, config=AAEConfig(image_size=size, base_width=48))
+        trainer = build_trainer(options.config, options, device)
+        for i in range(steps):
+            trainer.step(batches[1 + i % (len(batches) - 1)])
+        trainer.model.eval()
+        with torch.no_grad():
+            errors.append(F.mse_loss(trainer.model(held), held).item())
+    return f"reconstruction MSE after {steps} steps ({size}px): float32 {errors[0]:.5f}, bf16 {errors[1]:.5f} ({errors[1] / errors[0]:.3f}x)"
 
 
 def main() -> None:
@@ -53,15 +115,26 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20, help="timed steps per row")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--phases", action="store_true", help="the table of the sharper recipe's options, added in turn")
+    parser.add_argument("--check-bf16", action="store_true", help="float32 against bfloat16 reconstruction MSE")
+    parser.add_argument("--check-steps", type=int, default=60)
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = pick_device(args.device)
     rows: list[Row] = []
+    extra: list[str] = []
     for size in args.sizes:
         data = torch.from_numpy(avatar_faces(256, seed=0, size=size, progress=False)).permute(0, 3, 1, 2).contiguous()
         for kind in ("ae", "vae", "aae"):
             rows.append(Row(size, kind, False, _time(kind, size, False, data, args.steps, args.batch_size, device)))
         if device.type == "cuda":
             rows.append(Row(size, "aae", True, _time("aae", size, True, data, args.steps, args.batch_size, device)))
+        if args.phases:
+            extra += ["", *phases_table(size, data, args.steps, args.batch_size, device)]
+        if args.check_bf16:
+            extra += ["", check_bf16(size, data, args.check_steps, args.batch_size, device)]
     name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"training throughput on {name}, torch {torch.__version__}, batch {args.batch_size}, {args.steps} timed steps per row")
     print(f"{'size':>5s} {'kind':>5s} {'bf16':>5s} {'images/s':>9s} {'vs AE':>7s}")
@@ -69,6 +142,8 @@ def main() -> None:
         base = next(r for r in rows if r.size == row.size and r.kind == "ae")
         amp = "yes" if row.amp else "no"
         print(f"{row.size:5d} {row.kind:>5s} {amp:>5s} {row.images_per_s:9.0f} {row.images_per_s / base.images_per_s:6.2f}x")
+    for line in extra:
+        print(line)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from aae.data import image_grid, load_dataset
-from aae.model import AAE, load_checkpoint
+from aae.model import AAE, exported_decoder, load_checkpoint
 from export.graphs import (
     OPSET,
     DecoderImageHead,
@@ -134,11 +134,16 @@ def export_package(
     version: str = "1",
     with_encoder: bool = True,
     training_data: TrainingData | None = None,
+    decoder: str = "auto",
 ) -> ExportResult:
-    """Export a trained checkpoint to a model package at ``out_dir``; refuse it if any parity check fails."""
+    """Export a trained checkpoint to a model package at ``out_dir``; refuse it if any parity check fails.
+
+    ``decoder``: "auto" (the checkpoint's choice), "ema" or "live" weights; the manifest's training summary
+    records which one as ``decoder_exported``.
+    """
     out = Path(out_dir)
     name = name or out.name
-    model, checkpoint = load_checkpoint(str(checkpoint_path))
+    model, checkpoint = load_checkpoint(str(checkpoint_path), decoder=decoder)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     try:
@@ -156,7 +161,7 @@ def export_package(
             version=version,
             config=model.config.to_dict(),
             checkpoint_path=Path(checkpoint_path),
-            training=checkpoint.get("summary", {}),
+            training={**checkpoint.get("summary", {}), "decoder_exported": exported_decoder(checkpoint, decoder)},
             parity={k: v.to_dict() for k, v in parity.items()},
             graph={"opset": OPSET, **stats.to_dict()},
             uniqueness=uniqueness,
@@ -190,7 +195,8 @@ def verify_package(path: str | Path, checkpoint_path: str | Path | None = None) 
     lines.append(f"{len(graphs)} graphs pass onnx.checker and carry matching metadata")
     z = parity_latents(package.latent_dim, std=package.prior_std)
     if checkpoint_path is not None:
-        model, _ = load_checkpoint(str(checkpoint_path))
+        exported = package.manifest.get("training", {}).get("decoder_exported", "auto")
+        model, _ = load_checkpoint(str(checkpoint_path), decoder=exported)
         head = DecoderImageHead(model)
         lines.append(
             _check(compare(head, package.decoder_path, z, "z", DECODER_BOUND, "grey levels"), "decoder vs torch").describe(

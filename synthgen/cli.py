@@ -15,6 +15,9 @@ from synthgen.core.images import DEFAULT_FORMAT, DEFAULT_QUALITY, FORMATS
 
 if TYPE_CHECKING:
     from aae.evaluate import EvalSizes
+    from aae.image_adversary import AdversaryOptions
+    from aae.model import AAEConfig
+    from aae.train import TrainOptions
 
 log = logging.getLogger("synthgen")
 
@@ -42,38 +45,95 @@ def _architecture(args: argparse.Namespace, *names: str) -> dict[str, Any]:
     return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
 
 
-def cmd_train(args: argparse.Namespace) -> int:
+def _train_config(args: argparse.Namespace) -> AAEConfig:
     from aae.model import AAEConfig
-    from aae.train import TrainOptions, train
 
     prior: dict[str, object] = {"kind": args.prior}
     if args.prior == "mixture":
         prior.update(components=args.components, radius=args.radius)
     if args.prior_std is not None:
         prior["std"] = args.prior_std
-    try:
-        config = AAEConfig(
-            prior=prior, kind=args.kind, **_architecture(args, "image_size", "latent_dim", "base_width", "disc_hidden")
-        )
-    except ValueError as e:
-        _say(f"error: {e}")
-        return 2
-    options = TrainOptions(
+    return AAEConfig(
+        prior=prior,
+        kind=args.kind,
+        **_architecture(args, "image_size", "latent_dim", "base_width", "disc_hidden", "upsample", "decoder_norm", "res_blocks"),
+    )
+
+
+def _adversary_options(args: argparse.Namespace) -> AdversaryOptions | None:
+    if not args.image_adversary:
+        return None
+    from aae.image_adversary import AdversaryOptions
+
+    return AdversaryOptions(
+        start=args.adv_start,
+        fakes=args.adv_fakes,
+        lr=args.adv_lr,
+        weight=args.adv_weight,
+        max_weight=args.adv_max_weight,
+        r1_gamma=args.r1_gamma,
+        r1_every=args.r1_every,
+        freeze_accuracy=args.adv_freeze_accuracy,
+    )
+
+
+def _train_options(args: argparse.Namespace) -> TrainOptions:
+    from aae.train import TrainOptions
+
+    return TrainOptions(
         data=args.data,
         count=args.count,
-        epochs=args.epochs,
+        epochs=args.epochs or 10,
         batch_size=args.batch_size,
+        lr_reconstruction=args.lr_reconstruction,
+        lr_discriminator=args.lr_discriminator,
+        lr_generator=args.lr_generator,
         seed=args.seed,
         data_seed=args.data_seed,
         out_dir=args.out,
         cache_dir=args.cache_dir,
         device=args.device,
         max_steps=args.max_steps,
+        max_minutes=args.max_minutes,
         threads=args.threads,
         amp=not args.no_amp,
-        config=config,
+        bf16=args.bf16,
+        channels_last=args.channels_last,
+        recon_loss=args.recon_loss,
+        frequency_weight=args.frequency_weight,
+        shared_encoder=args.shared_encoder,
+        gen_weight=args.gen_weight,
+        disc_steps=args.disc_steps,
+        adversary=_adversary_options(args),
+        ema_kimg=args.ema_kimg,
+        export_ema=not args.no_export_ema,
+        checkpoint_minutes=args.checkpoint_minutes or 5.0,
+        config=_train_config(args),
     )
-    checkpoint = train(options)
+
+
+def _resumed_options(args: argparse.Namespace) -> TrainOptions:
+    """The run's own options; --epochs, --max-steps, --max-minutes, --threads and --checkpoint-minutes may change."""
+    from dataclasses import replace
+
+    from aae.train import resumable_options
+
+    options = resumable_options(args.resume)
+    changes = {"epochs": args.epochs, "max_steps": args.max_steps, "threads": args.threads, "max_minutes": args.max_minutes}
+    changes["checkpoint_minutes"] = args.checkpoint_minutes
+    run_dir = Path(args.resume) if Path(args.resume).is_dir() else Path(args.resume).parent
+    return replace(options, out_dir=str(run_dir), **{k: v for k, v in changes.items() if v is not None})
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from aae.train import train
+
+    try:
+        options = _resumed_options(args) if args.resume else _train_options(args)
+    except ValueError as e:
+        _say(f"error: {e}")
+        return 2
+    checkpoint = train(options, resume=args.resume)
     _say(f"checkpoint: {checkpoint}")
     return 0
 
@@ -92,7 +152,13 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     training = TrainingData(args.train_index, args.train_count, args.train_seed, args.cache_dir) if args.train_index else None
     result = export_package(
-        args.checkpoint, args.out, name=args.name, version=args.version, with_encoder=not args.no_encoder, training_data=training
+        args.checkpoint,
+        args.out,
+        name=args.name,
+        version=args.version,
+        with_encoder=not args.no_encoder,
+        training_data=training,
+        decoder=args.decoder,
     )
     _say(describe_result(result))
     return 0
@@ -308,12 +374,7 @@ def _add_evaluate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p.set_defaults(func=cmd_evaluate)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="synthgen", description=__doc__)
-    parser.add_argument("--version", action="version", version=f"synthgen {__version__}")
-    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def _add_train(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("train", help="train an AAE, or an AE or VAE baseline (needs the 'train' extra)")
     p.add_argument("--kind", default="aae", choices=["aae", "ae", "vae"], help="the AAE, or a baseline of the same networks")
     p.add_argument("--prior", default="gaussian", choices=["gaussian", "mixture"])
@@ -322,18 +383,59 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--radius", type=_positive_float, default=2.0, help="mixture prior: distance of the means from 0")
     p.add_argument("--threads", type=_positive_int, default=None, help="CPU threads for torch")
     p.add_argument("--no-amp", action="store_true", help="no bfloat16 autocast on CUDA")
+    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast on CPU too (AMX)")
+    p.add_argument("--channels-last", action="store_true", help="NHWC memory format for the convolutions")
     p.add_argument("--data", default="avatars", help="'avatars', 'lfw', or a folder of images")
     p.add_argument("--count", type=_positive_int, default=20000, help="images to use")
-    p.add_argument("--epochs", type=_positive_int, default=10)
+    p.add_argument("--epochs", type=_positive_int, default=None, help="default: 10 (with --resume: the run's own)")
     p.add_argument("--batch-size", type=_positive_int, default=64)
     _add_architecture(p, "--image-size", "--latent-dim", "--base-width", "--disc-hidden")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda")
     p.add_argument("--max-steps", type=_positive_int, default=None)
+    p.add_argument("--max-minutes", type=_positive_float, default=None, help="stop, resumably, after this much training time")
     p.add_argument("--cache-dir", default="cache")
     p.add_argument("--out", default="runs/aae")
+    p.add_argument("--resume", metavar="RUN_DIR", default=None, help="continue a run from its last checkpoint (its own options)")
+    p.add_argument("--checkpoint-minutes", type=_positive_float, default=None, help="checkpoint this often too (default 5)")
+    g = p.add_argument_group("decoder")
+    g.add_argument("--upsample", default=None, choices=["convtranspose", "nearest", "bilinear"], help="default: AAEConfig's")
+    g.add_argument("--decoder-norm", default=None, choices=["batch", "group", "none"], help="default: AAEConfig's")
+    g.add_argument(
+        "--res-blocks", type=int, default=None, help="residual blocks after each up-sampling stage (default: AAEConfig's)"
+    )
+    g.add_argument("--recon-loss", default="mse", choices=["mse", "l1", "laplacian"], help="laplacian: GLO's pyramid L1")
+    g.add_argument("--frequency-weight", type=float, default=0.0, help="adds this times the L1 distance of the spectra")
+    g.add_argument("--ema-kimg", type=_positive_float, default=None, help="an EMA of the decoder, this half-life in kimg")
+    g.add_argument("--no-export-ema", action="store_true", help="with --ema-kimg: tools still use the live decoder")
+    g.add_argument("--lr-reconstruction", type=_positive_float, default=1e-3)
+    g = p.add_argument_group("latent game (AAE)")
+    g.add_argument("--lr-discriminator", type=_positive_float, default=2e-4)
+    g.add_argument("--lr-generator", type=_positive_float, default=2e-4)
+    g.add_argument("--disc-steps", type=_positive_int, default=1, help="latent discriminator updates per mini-batch")
+    g.add_argument("--shared-encoder", action="store_true", help="one encoder forward for reconstruction and generator")
+    g.add_argument("--gen-weight", type=_positive_float, default=0.2, help="--shared-encoder: generator/recon gradient ratio")
+    g = p.add_argument_group("image adversary (any kind)")
+    g.add_argument("--image-adversary", action="store_true", help="a patch discriminator on images, hinge loss")
+    g.add_argument("--adv-start", type=int, default=500, help="warm-up steps before it starts")
+    g.add_argument("--adv-fakes", default="both", choices=["both", "recon", "prior"], help="reconstructions, prior samples")
+    g.add_argument("--adv-lr", type=_positive_float, default=2e-4)
+    g.add_argument("--adv-weight", type=_positive_float, default=0.5, help="times the adaptive (VQGAN) weight")
+    g.add_argument("--adv-max-weight", type=_positive_float, default=1.0, help="the clamp on the adversarial weight")
+    g.add_argument("--r1-gamma", type=float, default=0.1, help="R1 weight on real images (0: none)")
+    g.add_argument("--r1-every", type=_positive_int, default=16, help="lazy R1: every N steps")
+    g.add_argument("--adv-freeze-accuracy", type=float, default=0.95, help="freeze it while its accuracy is above this")
     p.set_defaults(func=cmd_train)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="synthgen", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"synthgen {__version__}")
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    _add_train(sub)
 
     p = sub.add_parser("export", help="export a checkpoint's decoder to an ONNX model package")
     p.add_argument("checkpoint", nargs="?", help="a checkpoint written by synthgen train")
@@ -346,6 +448,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-seed", type=int, default=0, help="dataset seed (avatars)")
     p.add_argument("--cache-dir", default="cache")
     p.add_argument("--verify", metavar="PACKAGE", help="re-check an existing package (with CHECKPOINT: also against torch)")
+    p.add_argument(
+        "--decoder",
+        default="auto",
+        choices=["auto", "ema", "live"],
+        help="the decoder weights to export: the EMA average or the live ones (auto: what the checkpoint's training chose)",
+    )
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("generate", help="generate images in-process (no server, no Redis), or on a server with --server")

@@ -241,3 +241,34 @@ def test_a_mixture_prior_model_exports_and_serves_its_prior(tmp_path: Path) -> N
     manifest_path.write_text(json.dumps(manifest))
     with pytest.raises(ModelPackageError, match="prior"):
         load_package(tmp_path / "models" / "mix")
+
+
+def test_the_sharper_decoder_exports_through_the_cli_with_its_ema_weights(tmp_path: Path) -> None:
+    """Resize-conv, GroupNorm and residual blocks, trained a few steps with the image adversary and an EMA:
+    `synthgen export` ships the EMA decoder (the checkpoint says so), within the parity bounds."""
+    from aae.image_adversary import AdversaryOptions
+    from aae.train import TrainOptions, train
+    from synthgen.cli import main
+
+    config = AAEConfig(
+        image_size=32, latent_dim=8, base_width=8, disc_hidden=16, upsample="bilinear", decoder_norm="group", res_blocks=1
+    )
+    options = TrainOptions(
+        count=32, epochs=1, batch_size=8, out_dir=str(tmp_path / "run"), cache_dir=str(tmp_path / "cache"), bf16=True,
+        channels_last=True, recon_loss="l1", adversary=AdversaryOptions(start=1, width=8), ema_kimg=0.05, config=config,
+    )  # fmt: skip
+    checkpoint = train(options)
+    assert main(["export", str(checkpoint), "--out", str(tmp_path / "models" / "sharp")]) == 0
+    manifest = json.loads((tmp_path / "models" / "sharp" / "manifest.json").read_text())
+    assert manifest["training"]["decoder_exported"] == "ema" and manifest["config"]["upsample"] == "bilinear"
+    assert manifest["parity"]["decoder"]["max_error"] <= 1
+    ema, _ = load_checkpoint(str(checkpoint))
+    live, _ = load_checkpoint(str(checkpoint), decoder="live")
+    z = np.random.default_rng(0).standard_normal((16, 8)).astype(np.float32)
+    served = ModelRegistry.from_directory(tmp_path / "models", "sharp").default.decode(z)
+    with torch.no_grad():
+        want = DecoderImageHead(ema).eval()(torch.from_numpy(z)).numpy()
+    assert np.abs(served.astype(int) - want.astype(int)).max() <= 1
+    # the EMA decoder, not the live one (early in training the ramp keeps the two close, not equal)
+    assert not torch.equal(ema.decoder.last_layer.weight, live.decoder.last_layer.weight)
+    assert any("decoder vs torch" in line for line in verify_package(tmp_path / "models" / "sharp", checkpoint))

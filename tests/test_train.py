@@ -180,3 +180,104 @@ def test_recalibrated_batchnorm_makes_inference_match_training_statistics() -> N
     precise = (model(x) - batch_stats).abs().mean().item()
     assert precise < 0.1 * stale, (stale, precise)
     assert all(m.momentum == 0.1 for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm))
+
+
+def _sharp_options(tmp_path: Path, out: str, **changes: object) -> TrainOptions:
+    """A tiny model with every v3 option on: resize-conv, GroupNorm, residual blocks, pyramid L1, bf16,
+    channels_last, a shared encoder forward, two latent discriminator steps, the image adversary and an EMA."""
+    from dataclasses import replace
+
+    from aae.image_adversary import AdversaryOptions
+
+    config = AAEConfig(
+        image_size=32, latent_dim=8, base_width=8, disc_hidden=16, upsample="nearest", decoder_norm="group", res_blocks=1
+    )
+    options = TrainOptions(
+        count=48, epochs=2, batch_size=8, out_dir=str(tmp_path / out), cache_dir=str(tmp_path / "cache"), log_every=2,
+        bf16=True, channels_last=True, recon_loss="laplacian", frequency_weight=0.1, shared_encoder=True, disc_steps=2,
+        adversary=AdversaryOptions(start=2, r1_every=2, width=8), ema_kimg=0.1, config=config,
+    )  # fmt: skip
+    return replace(options, **changes)  # type: ignore[arg-type]
+
+
+def _training_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """Every tensor of a checkpoint's live training state: weights, EMA, both discriminators, optimizer moments."""
+    from aae.train import read_checkpoint
+
+    state = read_checkpoint(path)["training_state"]["trainer"]
+    flat: dict[str, torch.Tensor] = {}
+
+    def walk(prefix: str, value: object) -> None:
+        if isinstance(value, torch.Tensor):
+            flat[prefix] = value
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                walk(f"{prefix}/{key}", item)
+        elif isinstance(value, list | tuple):
+            for i, item in enumerate(value):
+                walk(f"{prefix}/{i}", item)
+
+    walk("", state)
+    return flat
+
+
+def test_a_resumed_run_equals_an_uninterrupted_one_step_for_step(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    straight = train(_sharp_options(tmp_path, "straight"))
+    interrupted = _sharp_options(tmp_path, "resumed")
+    train(replace(interrupted, max_steps=4))  # stops mid-epoch 1
+    train(replace(interrupted, max_steps=9), resume=interrupted.out_dir)  # across the epoch boundary, mid-epoch 2
+    resumed = train(interrupted, resume=tmp_path / "resumed" / "checkpoint.pt")
+    a, b = _training_tensors(straight), _training_tensors(resumed)
+    assert a.keys() == b.keys() and any("ema" in k for k in a) and any("adversary" in k for k in a)
+    different = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not different, different
+    _, checkpoint = load_checkpoint(str(resumed))
+    assert checkpoint["summary"]["steps"] == 12 and checkpoint["summary"]["export_decoder"] == "ema"
+    records = [json.loads(line) for line in (tmp_path / "straight" / "losses.jsonl").read_text().splitlines()]
+    assert records[-1]["image_weight"] > 0 and "disc_accuracy" in records[-1]
+
+
+def test_old_checkpoints_rebuild_the_original_decoder_and_the_ema_decoder_is_chosen_by_flag(tmp_path: Path) -> None:
+    old = AAEConfig(image_size=32, latent_dim=4, base_width=8, disc_hidden=8).to_dict()
+    for key in ("upsample", "decoder_norm", "res_blocks"):
+        del old[key]
+    config = AAEConfig.from_dict(old)
+    assert (config.upsample, config.decoder_norm, config.res_blocks) == ("convtranspose", "batch", 0)
+    assert isinstance(AAE(config).decoder.last_layer, torch.nn.ConvTranspose2d)
+    model = AAE(AAEConfig(image_size=32, latent_dim=4, base_width=8, disc_hidden=8, upsample="bilinear", decoder_norm="group"))
+    ema = {k: torch.zeros_like(v) for k, v in model.decoder.state_dict().items()}
+    path = tmp_path / "c.pt"
+    saved = {"config": model.config.to_dict(), "model": model.state_dict(), "decoder_ema": ema}
+    for summary, want_ema in (({"export_decoder": "ema"}, True), ({"export_decoder": "live"}, False)):
+        torch.save({**saved, "summary": summary}, path)
+        loaded, _ = load_checkpoint(str(path))
+        assert all(torch.equal(v, torch.zeros_like(v)) for v in loaded.decoder.state_dict().values()) == want_ema
+    live, _ = load_checkpoint(str(path), decoder="live")
+    assert torch.equal(live.decoder.last_layer.weight, model.decoder.last_layer.weight)
+
+
+@pytest.mark.parametrize("name", ["mse", "l1", "laplacian"])
+def test_reconstruction_losses_are_zero_at_the_target_and_grow_with_noise(name: str) -> None:
+    from aae.losses import reconstruction_loss
+
+    x = torch.rand(2, 3, 32, 32)
+    assert float(reconstruction_loss(name, x, x, frequency_weight=0.5)) < 1e-6
+    small = reconstruction_loss(name, x + 0.01 * torch.randn_like(x), x, frequency_weight=0.5)
+    large = reconstruction_loss(name, x + 0.1 * torch.randn_like(x), x, frequency_weight=0.5)
+    assert 0 < float(small) < float(large)
+
+
+def test_cli_resume_continues_a_run_with_its_own_options(tmp_path: Path) -> None:
+    from synthgen.cli import main
+
+    out = tmp_path / "run"
+    argv = ["train", "--count", "24", "--image-size", "32", "--latent-dim", "4", "--base-width", "8", "--disc-hidden", "16"]
+    argv += ["--batch-size", "8", "--epochs", "2", "--max-steps", "2", "--recon-loss", "l1", "--ema-kimg", "1"]
+    argv += ["--out", str(out), "--cache-dir", str(tmp_path / "c"), "--threads", "1"]
+    assert main(argv) == 0
+    assert main(["train", "--resume", str(out), "--max-steps", "5"]) == 0
+    _, checkpoint = load_checkpoint(str(out / "checkpoint.pt"))
+    assert checkpoint["summary"]["steps"] == 5 and checkpoint["options"]["recon_loss"] == "l1"
+    assert checkpoint["options"]["max_steps"] == 5 and checkpoint["decoder_ema"] is not None
