@@ -26,10 +26,14 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
 import httpx
 import numpy as np
 import redis
 
+from bench.bench_serving import interactive as interactive_load
 from service.embedded_redis import EmbeddedRedis
 from service.engine.registry import ModelRegistry
 from service.engine.rendering import RenderSpec, encode_samples
@@ -133,23 +137,8 @@ def run_job(base: str, count: int, fmt: str = "png", seed: int = 0) -> tuple[flo
 
 def interactive(base: str, clients: int = 32, per_client: int = 8) -> tuple[float, float, float]:
     """p50 and p99 latency (ms) of single-image requests, and images/s, with `clients` concurrent clients."""
-    latencies: list[float] = []
-    lock = threading.Lock()
-
-    def client(c: int) -> None:
-        with httpx.Client(timeout=60) as http:
-            for i in range(per_client):
-                started = time.perf_counter()
-                http.get(f"{base}/v1/images/{1000 + c}.png", params={"index": i}).raise_for_status()
-                with lock:
-                    latencies.append(time.perf_counter() - started)
-
-    started = time.perf_counter()
-    with ThreadPoolExecutor(clients) as pool:
-        list(pool.map(client, range(clients)))
-    elapsed = time.perf_counter() - started
-    q = np.quantile(latencies, [0.5, 0.99]) * 1000
-    return float(q[0]), float(q[1]), len(latencies) / elapsed
+    per_second, p50, p99 = interactive_load(base, clients, per_client, ext="png", first_seed=1000)
+    return p50, p99, per_second
 
 
 def lone_job_latency(base: str, repeats: int = 21) -> tuple[float, float, float]:

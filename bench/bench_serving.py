@@ -91,7 +91,7 @@ def one_job(base: str, images: int) -> float:
         return images / (time.perf_counter() - started)
 
 
-def interactive(base: str, clients: int, per_client: int) -> tuple[float, float, float]:
+def interactive(base: str, clients: int, per_client: int, ext: str = "npy", first_seed: int = 5000) -> tuple[float, float, float]:
     """images/s, p50 ms and p99 ms of ``clients`` clients each fetching ``per_client`` single images back to back."""
     latencies: list[float] = []
     lock = threading.Lock()
@@ -100,7 +100,7 @@ def interactive(base: str, clients: int, per_client: int) -> tuple[float, float,
         with httpx.Client(base_url=base, timeout=60) as http:
             for i in range(per_client):
                 started = time.perf_counter()
-                http.get(f"/v1/images/{5000 + c}.npy", params={"index": i}).raise_for_status()
+                http.get(f"/v1/images/{first_seed + c}.{ext}", params={"index": i}).raise_for_status()
                 with lock:
                     latencies.append(time.perf_counter() - started)
 
