@@ -9,7 +9,6 @@ count disagrees with the queue's being refused.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from service.queue.jobs import JobSpec, QueueConfig
 from service.queue.streams import JobQueue, LayoutMismatch
 from synthgen.core.jobs import Priority
 from tests.support.cluster import LocalCluster, cluster_redis_server, redis_server_version
-from tests.support.jobs import clean_tar_digest, finished, tar_names, wait_job
+from tests.support.jobs import clean_tar_digest, download_digest, finished, wait_job
 from tests.support.live import LiveService
 
 SEED = 31
@@ -97,11 +96,6 @@ def test_jobs_of_every_shard_complete_once_on_the_cluster(cluster: LocalCluster)
     asyncio.run(run())
 
 
-def _download(http: httpx.Client, job_id: str) -> tuple[str, list[str]]:
-    data = http.get(f"/v1/jobs/{job_id}/result", timeout=120).content
-    return hashlib.sha256(data).hexdigest(), tar_names(data)
-
-
 def test_a_unique_collection_job_and_a_master_restart_mid_job(
     live_service: Callable[..., LiveService], tiny_models_dir: Path
 ) -> None:
@@ -120,7 +114,7 @@ def test_a_unique_collection_job_and_a_master_restart_mid_job(
         service.cluster.restart(master, down_s=1.0)
         final = wait_job(http, job["id"], finished, timeout_s=300)
         assert final["status"] == "succeeded" and final["done"] == count, final
-        digest, names = _download(http, job["id"])
+        digest, names = download_digest(http, job["id"])
         assert names == [f"{i:08d}.{ext}" for i in range(count) for ext in ("png", "json")]
         assert digest == clean_tar_digest(tiny_models_dir, "tiny", SEED, count)
         assert service.queued_images() == 0

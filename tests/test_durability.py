@@ -22,7 +22,7 @@ import redis
 from fastapi.testclient import TestClient
 
 from service.queue.eviction import EvictingRedis, check_eviction_policy
-from tests.support.jobs import clean_tar_digest, finished, tar_names, wait_job
+from tests.support.jobs import clean_tar_digest, download_digest, expected_names, finished, tar_names, wait_job
 from tests.support.live import REPO, StandaloneServe
 
 SEED = 11
@@ -45,18 +45,6 @@ def standalone(tiny_models_dir: Path, tmp_path_factory: pytest.TempPathFactory) 
         serve.close()
 
 
-def _download(base_url: str, job_id: str) -> tuple[str, list[str]]:
-    import hashlib
-
-    with httpx.Client(base_url=base_url, timeout=120) as http:
-        data = http.get(f"/v1/jobs/{job_id}/result").content
-    return hashlib.sha256(data).hexdigest(), tar_names(data)
-
-
-def _expected_names(count: int) -> list[str]:
-    return [f"{i:08d}.{ext}" for i in range(count) for ext in ("png", "json")]
-
-
 def _interrupt_again_and_again(
     serve: StandaloneServe, count: int, interruptions: int, sig: int, models_dir: Path, model: str
 ) -> list[float]:
@@ -77,8 +65,9 @@ def _interrupt_again_and_again(
     with httpx.Client(base_url=serve.base_url, timeout=60) as http:
         final = wait_job(http, job["id"], finished, timeout_s=900)
     assert final["status"] == "succeeded" and final["done"] == count, final
-    digest, names = _download(serve.base_url, job["id"])
-    assert names == _expected_names(count)  # every image once, in order
+    with httpx.Client(base_url=serve.base_url, timeout=120) as http:
+        digest, names = download_digest(http, job["id"])
+    assert names == expected_names(count)  # every image once, in order
     assert digest == clean_tar_digest(models_dir, model, SEED, count)  # the bytes of a clean run
     assert "Traceback" not in serve.logs()
     print(f"\n{count} images, {interruptions} x signal {sig}: exits took {', '.join(f'{e:.2f}' for e in exits)} s")
@@ -112,7 +101,7 @@ def test_a_queued_job_survives_a_restart_before_any_work(standalone: Callable[..
     with httpx.Client(base_url=serve.base_url, timeout=60) as http:
         final = wait_job(http, job["id"], finished, timeout_s=300)
         assert final["status"] == "succeeded" and final["done"] == 400
-        assert tar_names(http.get(f"/v1/jobs/{job['id']}/result").content) == _expected_names(400)
+        assert tar_names(http.get(f"/v1/jobs/{job['id']}/result").content) == expected_names(400)
 
 
 def test_a_second_serve_on_the_same_folder_is_refused(standalone: Callable[..., StandaloneServe]) -> None:

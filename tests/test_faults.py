@@ -29,7 +29,7 @@ from synthgen.cli import main
 from synthgen.client import SynthgenClient
 from synthgen.core.jobs import Priority
 from synthgen.core.webdataset import tar_end
-from tests.support.jobs import clean_tar_digest, finished, tar_names, wait_job
+from tests.support.jobs import clean_tar_digest, download_digest, expected_names, finished, tar_names, wait_job
 from tests.support.live import REPO, LiveService, free_port
 
 SEED = 20_000
@@ -47,20 +47,6 @@ def digests(tiny_models_dir: Path) -> Callable[[int], str]:
         return known[count]
 
     return digest
-
-
-def _download_digest(http: httpx.Client, job_id: str) -> tuple[str, list[str]]:
-    digest, data = hashlib.sha256(), bytearray()
-    with http.stream("GET", f"/v1/jobs/{job_id}/result", timeout=300) as response:
-        assert response.status_code == 200, response.read()
-        for block in response.iter_bytes(1 << 20):
-            digest.update(block)
-            data += block
-    return digest.hexdigest(), tar_names(bytes(data))
-
-
-def _expected_names(count: int) -> list[str]:
-    return [f"{i:08d}.{ext}" for i in range(count) for ext in ("png", "json")]
 
 
 def _held_by_pid(service: LiveService, client: redis.Redis) -> dict[int, int]:
@@ -131,8 +117,8 @@ def test_sigkill_a_worker_mid_job_again_and_again(
                 assert int(client.get(K.REDELIVERIES_KEY) or 0) > redeliveries
             chunks = -(-count // 100)
             assert client.scard(service.keys.job_done(job["id"])) == chunks  # each chunk counted once
-            digest, names = _download_digest(http, job["id"])
-            assert names == _expected_names(count), f"run {run}: images lost, duplicated or out of order"
+            digest, names = download_digest(http, job["id"])
+            assert names == expected_names(count), f"run {run}: images lost, duplicated or out of order"
             assert digest == digests(count), f"run {run}: bytes differ from a clean run"
         assert service.queued_images() == 0  # nothing left counted as queued
     assert kills == runs and lost_in_flight > 0, "no kill ever hit a worker holding work"
@@ -234,8 +220,8 @@ def test_redis_restarts_mid_job(
         service.wait_ready(timeout_s=30)
         assert service.api is not None and service.api.poll() is None
         assert all(w.poll() is None for w in service.workers)
-        digest, names = _download_digest(http, job["id"])
-        assert names == _expected_names(count) and digest == digests(count)
+        digest, names = download_digest(http, job["id"])
+        assert names == expected_names(count) and digest == digests(count)
         again = http.post("/v1/jobs", json={"count": 20, "seed": 1}).json()  # new work flows again
         assert wait_job(http, again["id"], finished)["status"] == "succeeded"
     assert "Traceback" not in service.logs("api")

@@ -49,6 +49,22 @@ def tar_names(data: bytes) -> list[str]:
         return tar.getnames()
 
 
+def download_digest(http: httpx.Client, job_id: str) -> tuple[str, list[str]]:
+    """Stream a job's whole result tar: its sha256, and its member names in order."""
+    digest, data = hashlib.sha256(), bytearray()
+    with http.stream("GET", f"/v1/jobs/{job_id}/result", timeout=300) as response:
+        assert response.status_code == 200, response.read()
+        for block in response.iter_bytes(1 << 20):
+            digest.update(block)
+            data += block
+    return digest.hexdigest(), tar_names(bytes(data))
+
+
+def expected_names(count: int, ext: str = "png") -> list[str]:
+    """The member names of a complete result of ``count`` images: each image once, in index order."""
+    return [f"{i:08d}.{e}" for i in range(count) for e in (ext, "json")]
+
+
 def clean_tar_digest(models_dir: Path, model: str, seed: int, count: int, fmt: str = "png", batch: int = 2048) -> str:
     """sha256 of the tar a job should give, made in this process: no queue, no worker, no kill."""
     from service.engine.registry import ModelRegistry
