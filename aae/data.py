@@ -6,6 +6,7 @@ turns it into float tensors in [0, 1], NCHW, for training.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import logging
@@ -29,6 +30,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 DATA_VERSION = "avatars-v1"
 
 
+@functools.cache
 def _avatar_parts() -> dict[str, list[object]]:
     """The attribute choices for an avatar; costumes that hide the face are left out."""
     import python_avatars as pa
@@ -59,8 +61,8 @@ def _avatar_rng(seed: int, index: int) -> np.random.Generator:
     return np.random.Generator(np.random.Philox(key=[seed & (2**64 - 1), index]))
 
 
-def avatar_svg(seed: int, index: int) -> str:
-    """The SVG of avatar number ``index`` of dataset ``seed``; a pure function of both."""
+def avatar_parts(seed: int, index: int) -> dict[str, object]:
+    """The python_avatars parts (enum members) of avatar number ``index`` of dataset ``seed``."""
     import python_avatars as pa
 
     rng = _avatar_rng(seed, index)
@@ -69,6 +71,14 @@ def avatar_svg(seed: int, index: int) -> str:
         parts["facial_hair"] = pa.FacialHairType.NONE
     if rng.random() < 0.6:
         parts["accessory"] = pa.AccessoryType.NONE
+    return parts
+
+
+def avatar_svg(seed: int, index: int) -> str:
+    """The SVG of avatar number ``index`` of dataset ``seed``; a pure function of both."""
+    import python_avatars as pa
+
+    parts = avatar_parts(seed, index)
     avatar = pa.Avatar(style=pa.AvatarStyle.TRANSPARENT, shirt_graphic=pa.ClothingGraphic.NONE, **parts)
     svg: str = avatar.render()
     return svg.replace('viewBox="0 0 264 280"', f'viewBox="{AVATAR_VIEWBOX}"').replace(

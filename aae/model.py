@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from aae.priors import complete_spec, marginal_moments
+from synthgen.core.attributes import AttributeSpace
 
 MODEL_KINDS = ("aae", "ae", "vae")
 UPSAMPLINGS = ("convtranspose", "nearest", "bilinear")
@@ -41,6 +42,10 @@ class AAEConfig:
     upsample: str = "convtranspose"
     decoder_norm: str = "batch"
     res_blocks: int = 0  # residual blocks after each up-sampling stage
+    # A conditional model (the supervised AAE, Makhzani et al. 2015, section 5): the decoder takes the one-hot
+    # codes of these attributes beside z, so z keeps only the style the labels do not say. The manifest form of
+    # synthgen.core.attributes.AttributeSpace (values, identity, marginals); None: unconditional.
+    attributes: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.image_size not in (32, 64, 128):
@@ -58,6 +63,15 @@ class AAEConfig:
             raise ValueError(f"decoder_norm must be one of {', '.join(DECODER_NORMS)}, got {self.decoder_norm!r}")
         if self.res_blocks < 0:
             raise ValueError(f"res_blocks must be >= 0, got {self.res_blocks}")
+
+    @property
+    def attribute_space(self) -> AttributeSpace:
+        return AttributeSpace.from_manifest(self.attributes)
+
+    @property
+    def condition_dim(self) -> int:
+        """Columns of the decoder's one-hot condition (0: unconditional)."""
+        return self.attribute_space.dim
 
     @property
     def levels(self) -> int:
@@ -170,7 +184,7 @@ def _to_image(config: AAEConfig, in_ch: int) -> list[nn.Module]:
 
 
 class Decoder(nn.Module):
-    """Latent z [B, latent_dim] -> image [B, C, H, W] in [0, 1].
+    """Latent z [B, latent_dim] (and, conditional, the one-hot y [B, condition_dim]) -> image [B, C, H, W] in [0, 1].
 
     The last conv and the sigmoid run in float32 even under autocast, so the image keeps its precision.
     """
@@ -179,8 +193,9 @@ class Decoder(nn.Module):
         super().__init__()
         widths = list(reversed(_widths(config)))
         self.first_width = widths[0]
+        self.condition_dim = config.condition_dim
         self.from_latent = nn.Sequential(
-            nn.Linear(config.latent_dim, widths[0] * 4 * 4, bias=config.decoder_norm == "none"),
+            nn.Linear(config.latent_dim + self.condition_dim, widths[0] * 4 * 4, bias=config.decoder_norm == "none"),
             _norm(config.decoder_norm, widths[0], flat=widths[0] * 4 * 4),
             nn.ReLU(inplace=True),
         )
@@ -195,7 +210,11 @@ class Decoder(nn.Module):
         """The conv that outputs the image (the adaptive adversarial weight compares gradients there)."""
         return self.features[-1]
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        if self.condition_dim:
+            if y is None:
+                raise ValueError(f"a conditional decoder needs its condition y [B, {self.condition_dim}]")
+            z = torch.cat([z, y.to(z.dtype)], dim=1)
         h = self.from_latent(z).view(z.shape[0], self.first_width, 4, 4)
         for i in range(len(self.features) - 1):
             h = self.features[i](h)
@@ -206,21 +225,33 @@ class Decoder(nn.Module):
 
 
 class LatentDiscriminator(nn.Module):
-    """MLP on z: the logit that z was drawn from the prior rather than produced by the encoder."""
+    """MLP on z: the logit that z was drawn from the prior rather than produced by the encoder.
+
+    A conditional model's discriminator also sees the image's one-hot labels y, with the prior sample paired
+    with the same y: the encoder then has to make q(z | y) match p(z) for every y, so z carries no label
+    information (as the latent adversary of Fader Networks, Lample et al. 2017) and the decoder must read
+    the labels from y. That is what makes a conditioned sample show the values it was asked for.
+    """
 
     def __init__(self, config: AAEConfig) -> None:
         super().__init__()
         hidden = config.disc_hidden
+        self.condition_dim = config.condition_dim
         self.net = nn.Sequential(
-            nn.Linear(config.latent_dim, hidden),
+            nn.Linear(config.latent_dim + config.condition_dim, hidden),
             nn.LeakyReLU(0.2, inplace=True),
             nn.Linear(hidden, hidden),
             nn.LeakyReLU(0.2, inplace=True),
             nn.Linear(hidden, 1),
         )
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.net(z).squeeze(1)
+    def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        if self.condition_dim:
+            if y is None:
+                raise ValueError(f"a conditional model's discriminator needs the labels y [B, {self.condition_dim}]")
+            z = torch.cat([z, y.to(z.dtype)], dim=1)
+        out: torch.Tensor = self.net(z).squeeze(1)
+        return out
 
 
 def images_uint8(x: torch.Tensor) -> torch.Tensor:
@@ -241,8 +272,8 @@ class AAE(nn.Module):
         if config.kind == "aae":
             self.discriminator = LatentDiscriminator(config)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decoder(self.encoder(x))
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        return self.decoder(self.encoder(x), y)
 
 
 DECODER_CHOICES = ("auto", "ema", "live")

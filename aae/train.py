@@ -27,10 +27,12 @@ from tqdm import tqdm
 
 from aae.data import image_grid, load_dataset
 from aae.ema import WeightEMA
+from aae.labels import LABEL_FILES, load_labels
 from aae.image_adversary import AdversaryOptions, AdversaryStats, ImageAdversary, adaptive_weight
 from aae.losses import reconstruction_loss
 from aae.model import AAE, AAEConfig, images_uint8
 from aae.priors import build_prior
+from synthgen.core.attributes import AttributeSpace, label_marginals
 from synthgen.core.files import atomic_file
 
 log = logging.getLogger(__name__)
@@ -71,6 +73,8 @@ class TrainOptions:
     ema_kimg: float | None = None  # half-life (thousands of images) of an EMA of the decoder; None: no EMA
     export_ema: bool = True  # with an EMA: tools (export, evaluate, grids) use the EMA decoder
     checkpoint_minutes: float = 5.0  # also checkpoint (resumable) this often, besides every epoch
+    # A conditional model: the decoder takes the data's labels (aae/labels.py) beside z (the supervised AAE)
+    conditional: bool = False
     config: AAEConfig = field(default_factory=AAEConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -142,6 +146,7 @@ class Trainer:
             _to_memory_format(self.adversary.discriminator, self.memory_format)
         self.ema = WeightEMA(m.decoder, options.ema_kimg) if options.ema_kimg else None
         self.steps_done = 0
+        self.condition: torch.Tensor | None = None  # the batch's one-hot labels, for a conditional model
 
     def autocast(self) -> torch.autocast:
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp)
@@ -151,9 +156,15 @@ class Trainer:
         loss.backward()
         optimizer.step()
 
-    def step(self, x: torch.Tensor) -> StepLosses:
-        """One mini-batch: the kind's phases, then the image adversary's discriminator, then the EMA."""
+    def step(self, x: torch.Tensor, condition: torch.Tensor | None = None) -> StepLosses:
+        """One mini-batch: the kind's phases, then the image adversary's discriminator, then the EMA.
+
+        ``condition``: the batch's one-hot labels [B, condition_dim] when the model is conditional.
+        """
         x = x.contiguous(memory_format=self.memory_format)
+        if self.model.config.condition_dim and condition is None:
+            raise ValueError("a conditional model trains on labeled data: pass the batch's condition")
+        self.condition = condition
         losses = self._step(x)
         self.steps_done += 1
         if self.ema is not None:
@@ -165,7 +176,7 @@ class Trainer:
 
     def _decoder_loss(self, x: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, StepLosses, torch.Tensor | None]:
         """Decode z; the reconstruction loss plus the weighted adversarial term; the fakes for the discriminator."""
-        x_hat = self.model.decoder(z).float()
+        x_hat = self.model.decoder(z, self.condition).float()
         rec = reconstruction_loss(self.options.recon_loss, x_hat, x, self.options.frequency_weight)
         mse = rec if self.options.recon_loss == "mse" and not self.options.frequency_weight else F.mse_loss(x_hat.detach(), x)
         losses = StepLosses(mse.item(), recon_loss=None if rec is mse else rec.item())
@@ -191,7 +202,9 @@ class Trainer:
         if kind == "recon":
             return x_hat
         count = x_hat.shape[0] if kind == "prior" else max(x_hat.shape[0] // 2, 1)
-        decoded = self.model.decoder(self.prior.sample(count, device=self.device)).float()
+        # a conditional decoder gets other images' labels: the training labels' joint distribution
+        labels = None if self.condition is None else self.condition.roll(1, 0)[:count]
+        decoded = self.model.decoder(self.prior.sample(count, device=self.device), labels).float()
         return decoded if kind == "prior" else torch.cat([x_hat, decoded])
 
     def _image_discriminator(self, x: torch.Tensor, fakes: torch.Tensor | None, losses: StepLosses) -> StepLosses:
@@ -249,7 +262,7 @@ class VAETrainer(Trainer):
             assert logvar is not None
             mu, logvar = mu.float(), logvar.float()
             z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
-            x_hat = m.decoder(z).float()
+            x_hat = m.decoder(z, self.condition).float()
             mse = F.mse_loss(x_hat, x, reduction="none").flatten(1).sum(1)
             kl = 0.5 * (math.log(s2) - logvar + (logvar.exp() + mu.pow(2)) / s2 - 1).sum(1)
             loss, stats, fakes = self._adversarial_term((mse / (2 * self.options.vae_sigma**2) + kl).mean(), x_hat)
@@ -291,7 +304,7 @@ class AAETrainer(Trainer):
 
         # Phase 2b: the encoder, as generator, learns to make its codes pass for prior samples.
         with self.autocast():
-            logits_gen = m.discriminator(m.encoder(x)).float()
+            logits_gen = m.discriminator(m.encoder(x), self.condition).float()
             gen_loss = F.binary_cross_entropy_with_logits(logits_gen, torch.ones_like(logits_gen))
         self._update(self.opt_generator, gen_loss)
         losses = replace(losses, discriminator=disc_loss, generator=gen_loss.item(), disc_accuracy=accuracy)
@@ -303,7 +316,8 @@ class AAETrainer(Trainer):
         for _ in range(self.options.disc_steps):
             with self.autocast():
                 z_real = self.prior.sample(z_fake.shape[0], device=self.device)
-                logits_real, logits_fake = m.discriminator(z_real).float(), m.discriminator(z_fake).float()
+                logits_real = m.discriminator(z_real, self.condition).float()
+                logits_fake = m.discriminator(z_fake, self.condition).float()
                 disc_loss = F.binary_cross_entropy_with_logits(
                     logits_real, torch.ones_like(logits_real)
                 ) + F.binary_cross_entropy_with_logits(logits_fake, torch.zeros_like(logits_fake))
@@ -331,7 +345,7 @@ class AAETrainer(Trainer):
         disc_loss, accuracy = self._latent_discriminator(z.detach())
         m.discriminator.requires_grad_(False)
         with self.autocast():
-            logits_gen = m.discriminator(z_leaf).float()
+            logits_gen = m.discriminator(z_leaf, self.condition).float()
             gen_loss = F.binary_cross_entropy_with_logits(logits_gen, torch.ones_like(logits_gen))
         (g_gen,) = torch.autograd.grad(gen_loss, z_leaf)
         m.discriminator.requires_grad_(True)
@@ -350,9 +364,9 @@ def build_trainer(config: AAEConfig, options: TrainOptions, device: torch.device
 
 
 @torch.no_grad()
-def save_sample_grid(model: AAE, z: torch.Tensor, path: Path) -> None:
+def save_sample_grid(model: AAE, z: torch.Tensor, path: Path, condition: torch.Tensor | None = None) -> None:
     model.eval()
-    images = images_uint8(model.decoder(z)).cpu().numpy()
+    images = images_uint8(model.decoder(z, condition)).cpu().numpy()
     model.train()
     image_grid(images, columns=8).save(path)
 
@@ -377,7 +391,9 @@ class LossWindow:
 
 
 @torch.no_grad()
-def recalibrate_batchnorm(model: AAE, data: torch.Tensor, batches: int = 50, batch_size: int = 64) -> None:
+def recalibrate_batchnorm(
+    model: AAE, data: torch.Tensor, batches: int = 50, batch_size: int = 64, conditions: torch.Tensor | None = None
+) -> None:
     """Precise BatchNorm statistics (Wu & Johnson, 2021, "Rethinking Batch in BatchNorm").
 
     During training, each BatchNorm's running mean and variance is an exponential average over the
@@ -397,10 +413,24 @@ def recalibrate_batchnorm(model: AAE, data: torch.Tensor, batches: int = 50, bat
     batch_size = min(batch_size, data.shape[0])
     for _ in range(min(batches, 2 * math.ceil(data.shape[0] / batch_size))):  # at most twice over a small set
         idx = torch.randint(0, data.shape[0], (batch_size,), generator=generator)
-        model.decoder(model.encoder(data[idx.to(data.device)].to(device).float().div_(255)))
+        condition = None if conditions is None else conditions[idx.to(conditions.device)].to(device)
+        model.decoder(model.encoder(data[idx.to(data.device)].to(device).float().div_(255)), condition)
     for norm, momentum in zip(norms, momenta, strict=True):
         norm.momentum = momentum
     model.train(was_training)
+
+
+def _load_conditions(options: TrainOptions, device: torch.device) -> tuple[TrainOptions, torch.Tensor | None]:
+    """For a conditional run: the options with the data's attribute space in the config, and the one-hot labels."""
+    if not options.conditional:
+        return options, None
+    table = load_labels(options.data, options.count, options.data_seed)
+    if table is None:
+        raise ValueError(f"{options.data}: a conditional model needs labels ({', '.join(LABEL_FILES)} beside the images)")
+    space = AttributeSpace(table.values, table.identity, label_marginals(table.values, table.codes))
+    config = replace(options.config, attributes=space.to_manifest())
+    log.info("conditional on %d attributes (%d one-hot columns)", len(space.names), space.dim)
+    return replace(options, config=config), torch.from_numpy(space.one_hot(table.codes)).to(device)
 
 
 def _load_tensors(options: TrainOptions, device: torch.device) -> torch.Tensor:
@@ -430,7 +460,10 @@ def train(options: TrainOptions, resume: str | Path | None = None) -> Path:
     out = Path(options.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     data = _load_tensors(options, device)
-    loop = TrainingLoop(options, build_trainer(options.config, options, device), data, out)
+    options, conditions = _load_conditions(options, device)
+    if conditions is not None and conditions.shape[0] != data.shape[0]:
+        raise ValueError(f"{options.data}: {conditions.shape[0]} labels for {data.shape[0]} images")
+    loop = TrainingLoop(options, build_trainer(options.config, options, device), data, out, conditions)
     if resume is not None:
         loop.restore(read_checkpoint(resume_path(resume)))
     with StopOnSignal() as stop:
@@ -514,10 +547,17 @@ class TrainingLoop:
     the summary) and, under ``training_state``, the live state that ``restore`` continues from.
     """
 
-    def __init__(self, options: TrainOptions, trainer: Trainer, data: torch.Tensor, out: Path) -> None:
+    def __init__(
+        self, options: TrainOptions, trainer: Trainer, data: torch.Tensor, out: Path, conditions: torch.Tensor | None = None
+    ) -> None:
         self.options, self.trainer, self.data, self.out = options, trainer, data, out
+        self.conditions = conditions
         self.generator = torch.Generator().manual_seed(options.seed)
         self.fixed_z = trainer.prior.sample(64, generator=torch.Generator().manual_seed(1234)).to(trainer.device)
+        space = options.config.attribute_space
+        self.fixed_condition = (
+            torch.from_numpy(space.one_hot(space.draw(1234, np.arange(64)))).to(trainer.device) if space else None
+        )
         self.steps_per_epoch = data.shape[0] // options.batch_size
         total = options.epochs * self.steps_per_epoch
         self.total_steps = total if options.max_steps is None else min(total, options.max_steps)
@@ -563,7 +603,8 @@ class TrainingLoop:
         while self.batch < self.steps_per_epoch and self.step < self.total_steps and not self._stopping(stop):
             idx = self.order[self.batch * o.batch_size : (self.batch + 1) * o.batch_size]
             x = self.data[idx].to(self.trainer.device, non_blocking=True).float().div_(255)
-            self.window.add(self.trainer.step(x))
+            condition = None if self.conditions is None else self.conditions[idx.to(self.conditions.device)]
+            self.window.add(self.trainer.step(x, condition))
             self.step, self.batch = self.step + 1, self.batch + 1
             bar.update(1)
             if self.step % o.log_every == 0 or self.step == self.total_steps:
@@ -593,14 +634,14 @@ class TrainingLoop:
     def _tool_models(self) -> tuple[AAE, AAE | None]:
         """Copies of the model with precise BatchNorm statistics: the live one, and the one with the EMA decoder."""
         live = copy.deepcopy(self.trainer.model)
-        recalibrate_batchnorm(live, self.data, batch_size=self.options.batch_size)
+        recalibrate_batchnorm(live, self.data, batch_size=self.options.batch_size, conditions=self.conditions)
         ema = self.trainer.ema
         if ema is None:
             return live, None
         averaged = copy.deepcopy(live)
         averaged.decoder.load_state_dict(ema.state_dict())
         if _has_batchnorm(averaged.decoder):
-            recalibrate_batchnorm(averaged, self.data, batch_size=self.options.batch_size)
+            recalibrate_batchnorm(averaged, self.data, batch_size=self.options.batch_size, conditions=self.conditions)
         return live, averaged
 
     def save(self, epoch_end: bool) -> None:
@@ -630,7 +671,7 @@ class TrainingLoop:
             "training_state": state,
         }
         if epoch_end:
-            save_sample_grid(shipped, self.fixed_z, self.out / f"samples_epoch{self.epoch:03d}.png")
+            save_sample_grid(shipped, self.fixed_z, self.out / f"samples_epoch{self.epoch:03d}.png", self.fixed_condition)
             _atomic_save(checkpoint, self.out / f"checkpoint_epoch{self.epoch:03d}.pt")
         _atomic_save(checkpoint, self.out / "checkpoint.pt")  # the latest
         self.last_checkpoint = time.monotonic()

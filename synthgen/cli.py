@@ -108,6 +108,7 @@ def _train_options(args: argparse.Namespace) -> TrainOptions:
         ema_kimg=args.ema_kimg,
         export_ema=not args.no_export_ema,
         checkpoint_minutes=args.checkpoint_minutes or 5.0,
+        conditional=args.conditional,
         config=_train_config(args),
     )
 
@@ -386,6 +387,11 @@ def _add_train(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast on CPU too (AMX)")
     p.add_argument("--channels-last", action="store_true", help="NHWC memory format for the convolutions")
     p.add_argument("--data", default="avatars", help="'avatars', 'lfw', or a folder of images")
+    p.add_argument(
+        "--conditional",
+        action="store_true",
+        help="a conditional model: the decoder takes the data's labels (avatars: by construction; a folder: its label file)",
+    )
     p.add_argument("--count", type=_positive_int, default=20000, help="images to use")
     p.add_argument("--epochs", type=_positive_int, default=None, help="default: 10 (with --resume: the run's own)")
     p.add_argument("--batch-size", type=_positive_int, default=64)

@@ -1,0 +1,134 @@
+"""The attribute space of a conditional model, and the deterministic draw of attribute values.
+
+A conditional decoder takes, beside z, the one-hot codes of its attributes (``AttributeSpace.one_hot``:
+the attributes in manifest order, each a block of ``len(values)`` columns). The space comes from the
+package's manifest (``attributes``): the names and values, which attributes are identity attributes, and
+each value's share of the training labels (``marginals``).
+
+An attribute a request does not name is drawn from its training marginal, as a pure function of
+(seed, index), like the latent (``draw``); the draws of different attributes are independent. The
+counter hash is the latents' own (``synthgen.core.latents.uniforms``) under a stream key of its own, so
+adding attributes to a model never changes its latents.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from synthgen.core.latents import MAX_SEED, _splitmix64, uniforms
+
+# Stream keys: the attribute draws of images, of identities, and the quota shuffles are independent streams.
+ATTRIBUTE_STREAM = 0xA77B_1B07_E5A1_0001
+IDENTITY_STREAM = 0x1DE4_7117_0C0D_E002
+QUOTA_STREAM = 0x9007_A5A5_F00D_0003
+
+
+def stream_seed(seed: int, stream: int, salt: int = 0) -> int:
+    """A seed for one stream of draws of ``seed`` (and of one attribute, ``salt``), in [0, MAX_SEED]."""
+    if not 0 <= seed <= MAX_SEED:
+        raise ValueError(f"seed must be in [0, 2**63-1], got {seed}")
+    mixed = _splitmix64(np.array([seed ^ stream ^ (salt * 0x9E37_79B9)], dtype=np.uint64))
+    return int(mixed[0]) & MAX_SEED
+
+
+@dataclass(frozen=True)
+class AttributeSpace:
+    """Names, values, identity attributes and training marginals of a conditional model's attributes."""
+
+    values: Mapping[str, tuple[str, ...]]  # in the decoder's order
+    identity: tuple[str, ...] = ()
+    marginals: Mapping[str, tuple[float, ...]] | None = None  # None: uniform
+
+    def __post_init__(self) -> None:
+        for name, vals in self.values.items():
+            if not vals:
+                raise ValueError(f"attribute {name!r} has no values")
+            if len(set(vals)) != len(vals):
+                raise ValueError(f"attribute {name!r} lists a value twice")
+        unknown = [n for n in self.identity if n not in self.values]
+        if unknown:
+            raise ValueError(f"identity attributes {unknown} are not attributes of the model")
+        for name, shares in (self.marginals or {}).items():
+            if name not in self.values or len(shares) != len(self.values[name]):
+                raise ValueError(f"marginals of {name!r} do not match its values")
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(self.values)
+
+    @property
+    def dim(self) -> int:
+        """Columns of the one-hot code the decoder takes."""
+        return sum(len(v) for v in self.values.values())
+
+    def __bool__(self) -> bool:
+        return bool(self.values)
+
+    def offsets(self) -> dict[str, int]:
+        out, start = {}, 0
+        for name, vals in self.values.items():
+            out[name] = start
+            start += len(vals)
+        return out
+
+    def index_of(self, name: str, value: str) -> int:
+        return self.values[name].index(value)
+
+    def marginal(self, name: str) -> np.ndarray:
+        count = len(self.values[name])
+        shares = (self.marginals or {}).get(name)
+        p = np.full(count, 1.0 / count) if shares is None else np.asarray(shares, dtype=np.float64)
+        return p / p.sum()
+
+    def one_hot(self, codes: np.ndarray) -> np.ndarray:
+        """Value indices [B, len(names)] -> the decoder's float32 condition [B, dim]."""
+        codes = np.asarray(codes, dtype=np.int64).reshape(-1, len(self.values))
+        out = np.zeros((codes.shape[0], self.dim), dtype=np.float32)
+        for column, (name, start) in enumerate(self.offsets().items()):
+            out[np.arange(codes.shape[0]), start + codes[:, column]] = 1.0
+        return out
+
+    def draw(self, seed: int, indices: np.ndarray, names: Sequence[str] | None = None, stream: int = ATTRIBUTE_STREAM) -> np.ndarray:
+        """Value indices [len(indices), len(names)] drawn from the training marginals, from (seed, index) alone."""
+        names = self.names if names is None else tuple(names)
+        u = uniforms(stream_seed(seed, stream), np.asarray(indices), len(self.values))
+        out = np.empty((u.shape[0], len(names)), dtype=np.int64)
+        for column, name in enumerate(names):
+            cdf = np.cumsum(self.marginal(name))
+            position = self.names.index(name)  # a fixed column of the hash per attribute, whatever is drawn
+            out[:, column] = np.minimum(np.searchsorted(cdf, u[:, position], side="right"), len(cdf) - 1)
+        return out
+
+    def labels(self, codes: np.ndarray) -> list[dict[str, str]]:
+        """Value indices [B, len(names)] -> one {name: value} per row."""
+        return [{n: self.values[n][int(c)] for n, c in zip(self.names, row, strict=True)} for row in np.asarray(codes)]
+
+    def to_manifest(self) -> dict[str, Any]:
+        return {
+            "values": {n: list(v) for n, v in self.values.items()},
+            "identity": list(self.identity),
+            "marginals": {n: [round(float(s), 6) for s in self.marginal(n)] for n in self.values},
+        }
+
+    @classmethod
+    def from_manifest(cls, entry: Mapping[str, Any] | None) -> AttributeSpace:
+        """The space of a manifest's ``attributes`` entry; empty (unconditional) when there is none."""
+        if not entry:
+            return cls({})
+        values = {str(n): tuple(str(v) for v in vals) for n, vals in entry["values"].items()}
+        marginals = {str(n): tuple(float(s) for s in shares) for n, shares in (entry.get("marginals") or {}).items()}
+        return cls(values, tuple(entry.get("identity", ())), marginals or None)
+
+
+def label_marginals(values: Mapping[str, Sequence[str]], codes: np.ndarray) -> dict[str, tuple[float, ...]]:
+    """Each value's share of a label table [N, len(values)] (value indices)."""
+    codes = np.asarray(codes, dtype=np.int64)
+    out = {}
+    for column, (name, vals) in enumerate(values.items()):
+        counts = np.bincount(codes[:, column], minlength=len(vals)).astype(np.float64)
+        out[name] = tuple(float(c) for c in counts / max(counts.sum(), 1.0))
+    return out
