@@ -11,7 +11,7 @@ import hashlib
 import io
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -74,11 +74,10 @@ def avatar_parts(seed: int, index: int) -> dict[str, object]:
     return parts
 
 
-def avatar_svg(seed: int, index: int) -> str:
-    """The SVG of avatar number ``index`` of dataset ``seed``; a pure function of both."""
+def parts_svg(parts: Mapping[str, object]) -> str:
+    """The SVG of an avatar made of these python_avatars parts, cropped to the face (``AVATAR_VIEWBOX``)."""
     import python_avatars as pa
 
-    parts = avatar_parts(seed, index)
     avatar = pa.Avatar(style=pa.AvatarStyle.TRANSPARENT, shirt_graphic=pa.ClothingGraphic.NONE, **parts)
     svg: str = avatar.render()
     return svg.replace('viewBox="0 0 264 280"', f'viewBox="{AVATAR_VIEWBOX}"').replace(
@@ -86,12 +85,17 @@ def avatar_svg(seed: int, index: int) -> str:
     )
 
 
-def render_avatar(seed: int, index: int, size: int = 64) -> np.ndarray:
-    """Render one avatar face as a uint8 array [size, size, 3]."""
+def avatar_svg(seed: int, index: int) -> str:
+    """The SVG of avatar number ``index`` of dataset ``seed``; a pure function of both."""
+    return parts_svg(avatar_parts(seed, index))
+
+
+def render_svg(svg: str, size: int = 64) -> np.ndarray:
+    """Rasterize an avatar SVG as a uint8 array [size, size, 3] on the avatars' background."""
     import resvg_py
 
     png = resvg_py.svg_to_bytes(
-        svg_string=avatar_svg(seed, index),
+        svg_string=svg,
         background=AVATAR_BACKGROUND,
         width=size,
         height=size,
@@ -101,6 +105,11 @@ def render_avatar(seed: int, index: int, size: int = 64) -> np.ndarray:
     if image.size != (size, size):
         image = image.resize((size, size), Image.Resampling.LANCZOS)
     return np.asarray(image, dtype=np.uint8)
+
+
+def render_avatar(seed: int, index: int, size: int = 64) -> np.ndarray:
+    """Render one avatar face as a uint8 array [size, size, 3]."""
+    return render_svg(avatar_svg(seed, index), size)
 
 
 def _avatar_cache_name(seed: int, start: int, count: int, size: int) -> str:

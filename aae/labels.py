@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from aae.data import _avatar_parts, avatar_parts, list_images
+from aae.data import _avatar_parts, avatar_parts, list_images, parts_svg, render_svg
 
 # The conditioning fields of the avatars, in the decoder's order. Identity attributes stay fixed across the
 # images of one identity; the others are what varies (expression, clothes).
@@ -69,7 +69,7 @@ GROUPS: dict[str, tuple[str, dict[str, tuple[str, ...]]]] = {
 
 def value_name(member: object) -> str:
     """python_avatars enum member -> its lower-case name, the vocabulary's value."""
-    return str(getattr(member, "name")).lower()
+    return str(getattr(member, "name")).lower()  # noqa: B009 (an enum member typed as object)
 
 
 def avatar_vocabulary() -> dict[str, tuple[str, ...]]:
@@ -124,6 +124,16 @@ def avatar_labels(count: int, seed: int = 0, start: int = 0) -> LabelTable:
         parts = avatar_parts(seed, start + i)
         codes[i] = [lookup[name][value_name(parts[name])] for name in AVATAR_FIELDS]
     return LabelTable(values, codes, AVATAR_IDENTITY)
+
+
+def render_labeled(labels: Mapping[str, str], seed: int, index: int, size: int = 64) -> np.ndarray:
+    """Avatar ``index`` of dataset ``seed`` with its labeled fields set to ``labels``: an image that shows
+    exactly the values asked for (the renderer as a perfectly controlled generator). uint8 [size, size, 3]."""
+    choices = _avatar_parts()
+    parts = avatar_parts(seed, index)
+    for name, value in labels.items():
+        parts[name] = next(m for m in choices[name] if value_name(m) == value)
+    return render_svg(parts_svg(parts), size)
 
 
 LABEL_FILES = ("labels.csv", "labels.jsonl", "metadata.jsonl", "list_attr_celeba.txt")

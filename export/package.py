@@ -19,6 +19,7 @@ import torch
 
 from aae.data import image_grid, load_dataset
 from aae.model import AAE, exported_decoder, load_checkpoint
+from export.classifier import export_classifier
 from export.graphs import (
     OPSET,
     DecoderImageHead,
@@ -135,11 +136,13 @@ def export_package(
     with_encoder: bool = True,
     training_data: TrainingData | None = None,
     decoder: str = "auto",
+    classifier: str | Path | None = None,
 ) -> ExportResult:
     """Export a trained checkpoint to a model package at ``out_dir``; refuse it if any parity check fails.
 
     ``decoder``: "auto" (the checkpoint's choice), "ema" or "live" weights; the manifest's training summary
-    records which one as ``decoder_exported``.
+    records which one as ``decoder_exported``. ``classifier``: a classifier checkpoint (aae/classifier.py) to
+    ship as ``classifier.onnx``.
     """
     out = Path(out_dir)
     name = name or out.name
@@ -148,6 +151,9 @@ def export_package(
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     try:
         parity, stats = _export_graphs(model, staging, with_encoder)
+        shape = (model.config.image_size, model.config.image_size, model.config.channels)
+        attributes = model.config.attribute_space
+        classifier_entry = export_classifier(classifier, staging, shape, attributes) if classifier else None
         samples = _samples(model, staging)
         uniqueness = {
             "metric": METRIC,
@@ -168,6 +174,8 @@ def export_package(
             with_encoder=with_encoder,
             privacy=privacy,
         )
+        if classifier_entry is not None:
+            manifest["classifier"] = classifier_entry
         for graph in (p for p in files if p.suffix == ".onnx"):
             write_metadata(graph, onnx_metadata(manifest, graph.name))
         write_manifest(staging / "manifest.json", manifest, files)
@@ -186,7 +194,11 @@ def verify_package(path: str | Path, checkpoint_path: str | Path | None = None) 
     """Re-check a package: schema, sha256s, ONNX validity, metadata, and parity. Returns report lines."""
     package: ModelPackage = load_package(path)  # schema, sizes and sha256s; raises ModelPackageError
     lines = [f"{package.ref}: manifest valid, {len(package.manifest['files'])} files match their sha256"]
-    graphs = [package.path / package.manifest[k]["file"] for k in ("decoder", "decoder_fp16", "encoder") if k in package.manifest]
+    graphs = [
+        package.path / package.manifest[k]["file"]
+        for k in ("decoder", "decoder_fp16", "encoder", "classifier")
+        if k in package.manifest
+    ]
     for graph in graphs:
         check_graph(graph)
         wrong = graph_metadata_mismatch(package, read_metadata(graph))

@@ -160,8 +160,61 @@ def cmd_export(args: argparse.Namespace) -> int:
         with_encoder=not args.no_encoder,
         training_data=training,
         decoder=args.decoder,
+        classifier=args.classifier,
     )
     _say(describe_result(result))
+    return 0
+
+
+def cmd_classifier_train(args: argparse.Namespace) -> int:
+    from aae.classifier import ClassifierOptions, load_classifier, train_classifier
+
+    options = ClassifierOptions(
+        data=args.data,
+        count=args.count,
+        seed=args.data_seed,
+        start=args.start,
+        image_size=args.image_size,
+        width=args.width,
+        batch_size=args.batch_size,
+        steps=args.steps,
+        max_minutes=args.max_minutes,
+        lr=args.lr,
+        train_seed=args.seed,
+        threads=args.threads,
+        held_out_seed=args.held_out_seed,
+        held_out_count=args.held_out_count,
+        cache_dir=args.cache_dir,
+        out_dir=args.out,
+    )
+    path = train_classifier(options)
+    summary = load_classifier(path)[1]["summary"]
+    for name, fraction in summary["accuracy"].items():
+        _say(f"{name}: {100 * fraction:.1f}% of held-out labels")
+    _say(f"classifier: {path} ({summary['steps']} steps, {summary['seconds']:.0f} s)")
+    return 0
+
+
+def cmd_classifier_add(args: argparse.Namespace) -> int:
+    from export.classifier import attach_classifier
+
+    entry = attach_classifier(args.package, args.checkpoint, args.cache_dir)
+    accuracy = ", ".join(f"{n} {100 * a:.1f}%" for n, a in entry["accuracy"].items())
+    _say(f"{args.package}: classifier.onnx added (held-out accuracy: {accuracy})")
+    return 0
+
+
+def cmd_control(args: argparse.Namespace) -> int:
+    import json
+
+    from aae.control import ControlSizes, control_table, package_control
+
+    sizes = ControlSizes(args.per_value, args.identities, args.per_identity, args.seed, args.truncation)
+    result = package_control(_resolve_model(args.model), sizes)
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    _say(f"control of {result['model']}:\n")
+    _say(control_table(result))
     return 0
 
 
@@ -375,6 +428,46 @@ def _add_evaluate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p.set_defaults(func=cmd_evaluate)
 
 
+def _add_classifier(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("classifier", help="the attribute classifier a package ships (needs the 'train' extra)")
+    actions = p.add_subparsers(dest="action", required=True)
+    t = actions.add_parser("train", help="train it on labeled real images; measure it on held-out ones")
+    t.add_argument("--data", default="avatars", help="'avatars' or a folder of images with a label file")
+    t.add_argument("--count", type=_positive_int, default=20000, help="training images")
+    t.add_argument("--data-seed", type=int, default=0, help="the avatars' dataset seed")
+    t.add_argument("--start", type=int, default=0, help="the first training image (a folder)")
+    t.add_argument("--image-size", type=_image_size, default=64, help="the package's image size")
+    t.add_argument("--width", type=_positive_int, default=32, help="channels of the first stage")
+    t.add_argument("--batch-size", type=_positive_int, default=128)
+    t.add_argument("--steps", type=_positive_int, default=3000)
+    t.add_argument("--max-minutes", type=_positive_float, default=None, help="stop after this much training time")
+    t.add_argument("--lr", type=_positive_float, default=2e-3)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--threads", type=_positive_int, default=None)
+    t.add_argument("--held-out-seed", type=int, default=7, help="avatars: the held-out images' dataset seed")
+    t.add_argument("--held-out-count", type=_positive_int, default=2000)
+    t.add_argument("--cache-dir", default="cache")
+    t.add_argument("--out", default="runs/classifier")
+    t.set_defaults(func=cmd_classifier_train)
+    a = actions.add_parser("add", help="add (or replace) the classifier of an existing package")
+    a.add_argument("package", help="a package folder")
+    a.add_argument("checkpoint", help="a classifier checkpoint (synthgen classifier train)")
+    a.add_argument("--cache-dir", default=None, help="where the held-out images may be cached")
+    a.set_defaults(func=cmd_classifier_add)
+
+
+def _add_control(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("control", help="does a conditional model show what it is asked for? (its package's classifier judges)")
+    p.add_argument("model", help="a package folder or a model name under models/")
+    p.add_argument("--per-value", type=_positive_int, default=16, help="images per value of each attribute")
+    p.add_argument("--identities", type=_positive_int, default=64)
+    p.add_argument("--per-identity", type=_positive_int, default=8)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--truncation", type=_positive_float, default=None)
+    p.add_argument("--json", default=None, metavar="FILE", help="also write the metrics as JSON")
+    p.set_defaults(func=cmd_control)
+
+
 def _add_train(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("train", help="train an AAE, or an AE or VAE baseline (needs the 'train' extra)")
     p.add_argument("--kind", default="aae", choices=["aae", "ae", "vae"], help="the AAE, or a baseline of the same networks")
@@ -442,6 +535,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     _add_train(sub)
+    _add_classifier(sub)
+    _add_control(sub)
 
     p = sub.add_parser("export", help="export a checkpoint's decoder to an ONNX model package")
     p.add_argument("checkpoint", nargs="?", help="a checkpoint written by synthgen train")
@@ -460,6 +555,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["auto", "ema", "live"],
         help="the decoder weights to export: the EMA average or the live ones (auto: what the checkpoint's training chose)",
     )
+    p.add_argument("--classifier", metavar="CKPT", default=None, help="ship this attribute classifier as classifier.onnx")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("generate", help="generate images in-process (no server, no Redis), or on a server with --server")

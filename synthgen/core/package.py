@@ -80,6 +80,12 @@ class ModelPackage:
         return self.path / str(entry["file"]) if entry else None
 
     @property
+    def classifier_path(self) -> Path | None:
+        """The attribute classifier (images -> probabilities per attribute block), or None when there is none."""
+        entry = self.manifest.get("classifier")
+        return self.path / str(entry["file"]) if entry else None
+
+    @property
     def privacy_index_path(self) -> Path | None:
         """The training set's thumbnails, for ``novel`` jobs (None when the package has none)."""
         entry = self.manifest.get("privacy")
@@ -144,7 +150,7 @@ def load_package(path: str | Path) -> ModelPackage:
         actual = sha256_file(file_path)
         if actual != entry["sha256"]:
             raise ModelPackageError(f"{file_path}: sha256 {actual[:12]}… does not match manifest {entry['sha256'][:12]}…")
-    for role in ("decoder", "decoder_fp16", "encoder", "privacy"):
+    for role in ("decoder", "decoder_fp16", "encoder", "privacy", "classifier"):
         if role in manifest and manifest[role]["file"] not in manifest["files"]:
             raise ModelPackageError(f"{root / 'manifest.json'}: {role} file {manifest[role]['file']} is not listed under files")
     return ModelPackage(root, manifest)

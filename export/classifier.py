@@ -1,0 +1,143 @@
+"""The package's attribute classifier: ``classifier.onnx`` and its manifest entry.
+
+The graph takes the package's images as they are served (input ``images``, uint8 [B, H, W, C]; the scaling
+is in the graph) and gives ``probabilities`` float32 [B, condition_dim]: a softmax within each attribute's
+block of columns, in ``AttributeSpace`` order. It is checked like every graph of a package (onnx.checker,
+strict shape inference, parity against torch on real images), and its accuracy is measured with the graph
+itself on the held-out real images its checkpoint names, over the labels those images show.
+
+``export_classifier`` writes the graph into a package being built (``export_package(classifier=...)``);
+``attach_classifier`` adds it to an existing package, which is rewritten beside itself and swapped in only
+once it verifies.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+import torch
+from torch import nn
+
+from aae.classifier import AttributeClassifier, accuracy, block_softmax, held_out_set, load_classifier
+from export.graphs import ExportError, export_graph, write_metadata
+from export.manifest import onnx_metadata, write_manifest
+from export.parity import ParityReport, compare
+from synthgen.core.attributes import AttributeSpace
+from synthgen.core.package import load_package
+from synthgen.core.predictions import predicted_codes
+
+CLASSIFIER_FILE = "classifier.onnx"
+CLASSIFIER_BOUND = 1e-4  # probability: fp32 ORT and torch agree to rounding
+
+
+class ClassifierImageHead(nn.Module):
+    """images [B, H, W, C] uint8 -> probabilities [B, condition_dim] float32, a softmax per attribute block."""
+
+    def __init__(self, model: AttributeClassifier) -> None:
+        super().__init__()
+        self.model = model
+        self.space = model.config.space
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = images.permute(0, 3, 1, 2).to(torch.float32) / 255.0
+        return block_softmax(self.model(x), self.space)
+
+
+def _check_fits(model: AttributeClassifier, image_shape: tuple[int, int, int], space: AttributeSpace) -> None:
+    config = model.config
+    own = (config.image_size, config.image_size, config.channels)
+    if own != tuple(image_shape):
+        raise ExportError(f"the classifier takes {own} images, the package's are {tuple(image_shape)}")
+    if space and {n: tuple(v) for n, v in space.values.items()} != {n: tuple(v) for n, v in config.space.values.items()}:
+        raise ExportError(
+            "the classifier's attributes and values differ from the model's: train it on the model's data "
+            f"(classifier {dict(config.space.values)}, model {dict(space.values)})"
+        )
+
+
+def _probabilities(path: Path, images: np.ndarray, batch: int = 256) -> np.ndarray:
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    out = [session.run(None, {"images": images[i : i + batch]})[0] for i in range(0, len(images), batch)]
+    return np.concatenate(out)
+
+
+def classifier_entry(
+    space: AttributeSpace, held_out: dict[str, Any], measured: dict[str, float], parity: ParityReport, training: dict[str, Any]
+) -> dict[str, Any]:
+    """The manifest's ``classifier`` entry."""
+    return {
+        "file": CLASSIFIER_FILE,
+        "input": "images",
+        "output": "probabilities",
+        "input_dtype": "uint8",
+        "output_dtype": "float32",
+        "layout": "NHWC",
+        "values": {n: list(v) for n, v in space.values.items()},  # the output's blocks of columns, in order
+        "accuracy": measured,
+        "held_out": held_out,
+        "parity": parity.to_dict(),
+        "training": training,
+    }
+
+
+def export_classifier(
+    checkpoint_path: str | Path,
+    folder: Path,
+    image_shape: tuple[int, int, int],
+    space: AttributeSpace,
+    cache_dir: str | None = None,
+) -> dict[str, Any]:
+    """Write ``classifier.onnx`` into ``folder``, check it, measure it; return its manifest entry.
+
+    ``space``: the model's attributes (empty for an unconditional model); the classifier's must be the same.
+    """
+    model, checkpoint = load_classifier(checkpoint_path)
+    _check_fits(model, image_shape, space)
+    head = ClassifierImageHead(model).eval()
+    path = folder / CLASSIFIER_FILE
+    height, width, channels = image_shape
+    export_graph(head, torch.zeros(2, height, width, channels, dtype=torch.uint8), "images", "probabilities", path)
+    held_out = dict(checkpoint["summary"]["held_out"])
+    images, table = held_out_set(held_out, model.config.image_size, cache_dir)
+    held_out["count"] = len(images)
+    parity = compare(head, path, images, "images", CLASSIFIER_BOUND, "probability")
+    if not parity.ok:
+        raise ExportError(f"{parity.describe('classifier')}: exceeds its bound; package refused")
+    own = model.config.space
+    measured = accuracy(own, predicted_codes(own, _probabilities(path, images))[0], table)
+    options = checkpoint["options"]
+    training = {k: options[k] for k in ("data", "count", "seed", "start")} | {
+        k: checkpoint["summary"][k] for k in ("steps", "images_seen")
+    }
+    return classifier_entry(own, held_out, measured, parity, training)
+
+
+def attach_classifier(package_dir: str | Path, checkpoint_path: str | Path, cache_dir: str | None = None) -> dict[str, Any]:
+    """Add (or replace) the classifier of an existing package; returns its manifest entry."""
+    out = Path(package_dir)
+    package = load_package(out)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    try:
+        shutil.copytree(out, staging, dirs_exist_ok=True)
+        space = AttributeSpace.from_manifest(package.manifest.get("attributes"))
+        entry = export_classifier(checkpoint_path, staging, package.image_shape, space, cache_dir)
+        manifest = {k: v for k, v in package.manifest.items() if k != "files"} | {"classifier": entry}
+        write_metadata(staging / CLASSIFIER_FILE, onnx_metadata(manifest, CLASSIFIER_FILE))
+        names = sorted({*package.manifest["files"], CLASSIFIER_FILE})
+        write_manifest(staging / "manifest.json", manifest, [staging / n for n in names])
+        load_package(staging)
+        staging.chmod(0o755)
+        previous = out.with_name(f".{out.name}.previous")
+        shutil.rmtree(previous, ignore_errors=True)
+        out.replace(previous)
+        staging.replace(out)
+        shutil.rmtree(previous)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return entry
