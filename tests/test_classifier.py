@@ -28,9 +28,9 @@ from aae.classifier import (  # noqa: E402
 from aae.control import ControlSizes, Decode, Generator, control_table, measure_control  # noqa: E402
 from aae.data import avatar_faces  # noqa: E402
 from aae.labels import AVATAR_FIELDS, LabelTable, avatar_labels, avatar_vocabulary, render_labeled  # noqa: E402
-from export.classifier import attach_classifier, export_classifier  # noqa: E402
+from export.classifier import export_classifier  # noqa: E402
 from export.graphs import ExportError  # noqa: E402
-from export.package import verify_package  # noqa: E402
+from export.package import export_package, verify_package  # noqa: E402
 from synthgen.cli import main  # noqa: E402
 from synthgen.core.attributes import AttributeSpace  # noqa: E402
 from synthgen.core.errors import ModelPackageError  # noqa: E402
@@ -52,11 +52,10 @@ def classifier_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def package_with_classifier(classifier_checkpoint: Path, tiny_models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A copy of the tiny 32px package with the classifier added."""
+def package_with_classifier(classifier_checkpoint: Path, tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny 32px model exported with the classifier (``synthgen export --classifier``)."""
     package = tmp_path_factory.mktemp("with-classifier") / "tiny"
-    shutil.copytree(tiny_models_dir / "tiny", package)
-    attach_classifier(package, classifier_checkpoint)
+    export_package(tiny_checkpoint, package, name="tiny", version="1", classifier=classifier_checkpoint)
     return package
 
 
