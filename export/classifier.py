@@ -101,11 +101,11 @@ def export_classifier(
     head = ClassifierImageHead(model).eval()
     path = folder / CLASSIFIER_FILE
     height, width, channels = image_shape
-    export_graph(head, torch.zeros(2, height, width, channels, dtype=torch.uint8), "images", "probabilities", path)
+    export_graph(head, {"images": torch.zeros(2, height, width, channels, dtype=torch.uint8)}, "probabilities", path)
     held_out = dict(checkpoint["summary"]["held_out"])
     images, table = held_out_set(held_out, model.config.image_size, cache_dir)
     held_out["count"] = len(images)
-    parity = compare(head, path, images, "images", CLASSIFIER_BOUND, "probability")
+    parity = compare(head, path, {"images": images}, CLASSIFIER_BOUND, "probability")
     if not parity.ok:
         raise ExportError(f"{parity.describe('classifier')}: exceeds its bound; package refused")
     own = model.config.space
