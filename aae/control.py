@@ -156,7 +156,7 @@ def package_generator(path: str | Path, providers: Sequence[str] = ("CPUExecutio
     from synthgen.core.package import load_package
 
     package = load_package(path)
-    space = AttributeSpace.from_manifest(package.manifest.get("attributes"))
+    space = package.attributes
     if not space:
         raise ValueError(f"{package.ref}: an unconditional model has nothing to control")
     if package.classifier_path is None:

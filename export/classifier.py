@@ -124,8 +124,7 @@ def attach_classifier(package_dir: str | Path, checkpoint_path: str | Path, cach
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     try:
         shutil.copytree(out, staging, dirs_exist_ok=True)
-        space = AttributeSpace.from_manifest(package.manifest.get("attributes"))
-        entry = export_classifier(checkpoint_path, staging, package.image_shape, space, cache_dir)
+        entry = export_classifier(checkpoint_path, staging, package.image_shape, package.attributes, cache_dir)
         manifest = {k: v for k, v in package.manifest.items() if k != "files"} | {"classifier": entry}
         write_metadata(staging / CLASSIFIER_FILE, onnx_metadata(manifest, CLASSIFIER_FILE))
         names = sorted({*package.manifest["files"], CLASSIFIER_FILE})

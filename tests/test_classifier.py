@@ -25,7 +25,7 @@ from aae.classifier import (  # noqa: E402
     predict,
     train_classifier,
 )
-from aae.control import ControlSizes, Decode, Generator, control_table, measure_control  # noqa: E402
+from aae.control import ControlSizes, Decode, Generator, control_table, measure_control, package_control  # noqa: E402
 from aae.data import avatar_faces  # noqa: E402
 from aae.labels import AVATAR_FIELDS, LabelTable, avatar_labels, avatar_vocabulary, render_labeled  # noqa: E402
 from export.classifier import export_classifier  # noqa: E402
@@ -36,8 +36,10 @@ from synthgen.core.attributes import AttributeSpace  # noqa: E402
 from synthgen.core.errors import ModelPackageError  # noqa: E402
 from synthgen.core.package import load_package, manifest_schema  # noqa: E402
 from synthgen.core.predictions import predicted_codes, predicted_labels  # noqa: E402
+from tests.support.conditional_model import ConditionalModel  # noqa: E402
 
 SIZE = 32
+pytestmark = pytest.mark.timeout(600)  # the module's fixtures train a classifier and a conditional model
 
 
 @pytest.fixture(scope="module")
@@ -45,17 +47,19 @@ def classifier_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A short training of a small classifier on 32px avatars (dataset seed 0), judged on seed 7."""
     out = tmp_path_factory.mktemp("classifier")
     options = ClassifierOptions(
-        count=1200, image_size=SIZE, width=16, batch_size=64, steps=300, held_out_count=300,
+        count=1000, image_size=SIZE, width=16, batch_size=64, steps=250, held_out_count=300, threads=1,
         cache_dir=str(out / "cache"), out_dir=str(out), log_every=1000,
     )  # fmt: skip
     return train_classifier(options)
 
 
 @pytest.fixture(scope="module")
-def package_with_classifier(classifier_checkpoint: Path, tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny 32px model exported with the classifier (``synthgen export --classifier``)."""
-    package = tmp_path_factory.mktemp("with-classifier") / "tiny"
-    export_package(tiny_checkpoint, package, name="tiny", version="1", classifier=classifier_checkpoint)
+def package_with_classifier(
+    classifier_checkpoint: Path, tiny_conditional: ConditionalModel, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """The tiny conditional model exported with the classifier (``synthgen export --classifier``)."""
+    package = tmp_path_factory.mktemp("with-classifier") / "tiny-cond"
+    export_package(tiny_conditional.checkpoint, package, version="1", with_encoder=False, classifier=classifier_checkpoint)
     return package
 
 
@@ -125,7 +129,7 @@ def test_the_graph_matches_torch_and_the_manifest_entry_validates(
     assert [i.name for i in graph.graph.input] == ["images"] and [o.name for o in graph.graph.output] == ["probabilities"]
     assert graph.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8
     meta = {p.key: p.value for p in graph.metadata_props}
-    assert meta["synthgen.name"] == "tiny" and meta["synthgen.file"] == "classifier.onnx"
+    assert meta["synthgen.name"] == "tiny-cond" and meta["synthgen.file"] == "classifier.onnx"
     session = ort.InferenceSession(str(package.classifier_path), providers=["CPUExecutionProvider"])
     images = np.random.default_rng(0).integers(0, 256, (5, SIZE, SIZE, 3), dtype=np.uint8)
     probabilities = session.run(None, {"images": images})[0]
@@ -133,7 +137,7 @@ def test_the_graph_matches_torch_and_the_manifest_entry_validates(
     assert probabilities.shape == (5, space.dim) and probabilities.dtype == np.float32
     for name, start in space.offsets().items():  # a softmax per attribute
         np.testing.assert_allclose(probabilities[:, start : start + len(space.values[name])].sum(axis=1), 1.0, atol=1e-5)
-    assert any(line.startswith("4 graphs pass") for line in verify_package(package_with_classifier))
+    assert any(line.startswith("3 graphs pass") for line in verify_package(package_with_classifier))  # decoder, fp16, classifier
 
 
 def test_a_broken_classifier_entry_is_refused(package_with_classifier: Path, tmp_path: Path) -> None:
@@ -189,8 +193,11 @@ def test_control_metrics_fail_a_decoder_fed_wrong_labels(package_with_classifier
     good, bad = results[False], results[True]
     accuracy_real = package.manifest["classifier"]["accuracy"]
     for name in names:
-        assert good["adherence"][name]["rate"] >= accuracy_real[name] - 0.2, (name, good["adherence"][name])
-        assert bad["adherence"][name]["rate"] <= bad["adherence"][name]["chance"] + 0.15, (name, bad["adherence"][name])
+        chance = good["adherence"][name]["chance"]
+        # a perfectly controlled generator is seen to obey about as well as the classifier sees real images
+        assert good["adherence"][name]["rate"] >= min(accuracy_real[name] - 0.3, chance + 0.25), (name, good["adherence"][name])
+        assert bad["adherence"][name]["rate"] <= chance + 0.15, (name, bad["adherence"][name])
+        assert good["adherence"][name]["rate"] >= bad["adherence"][name]["rate"] + 0.2, name
     assert good["identity"]["by_attribute"]["skin_color"] > 0.9
     assert bad["identity"]["by_attribute"]["skin_color"] < good["identity"]["by_attribute"]["skin_color"] - 0.2
     table_text = control_table(good)
@@ -199,7 +206,7 @@ def test_control_metrics_fail_a_decoder_fed_wrong_labels(package_with_classifier
 
 def test_cli_trains_a_classifier_and_adds_it(tiny_models_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "run"
-    args = ["classifier", "train", "--count", "128", "--image-size", "32", "--width", "8", "--steps", "3"]
+    args = ["classifier", "train", "--count", "128", "--image-size", "32", "--width", "8", "--steps", "3", "--threads", "1"]
     args += ["--held-out-count", "32", "--cache-dir", str(tmp_path / "cache"), "--out", str(out)]
     assert main(["--log-level", "WARNING", *args]) == 0
     assert (out / "classifier.pt").is_file() and "skin_color:" in capsys.readouterr().out
@@ -209,3 +216,19 @@ def test_cli_trains_a_classifier_and_adds_it(tiny_models_dir: Path, tmp_path: Pa
     assert load_package(package).manifest["classifier"]["held_out"]["count"] == 32
     assert main(["--log-level", "WARNING", "control", str(package)]) == 2  # unconditional: nothing to control
     assert "unconditional" in capsys.readouterr().err
+
+
+def test_control_of_a_conditional_package(package_with_classifier: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """decoder.onnx (z, y) and classifier.onnx of one package, through the service's crowd code paths."""
+    result = package_control(package_with_classifier, ControlSizes(per_value=2, identities=4, per_identity=3))
+    space = load_package(package_with_classifier).attributes
+    assert result["model"] == "tiny-cond@1" and list(result["adherence"]) == list(space.names)
+    for name, entry in result["adherence"].items():
+        assert 0 <= entry["rate"] <= 1 and entry["chance"] == round(1 / len(space.values[name]), 4)
+        assert entry["images"] <= 2 * len(space.values[name])
+    assert entry["images"] == 2 * len(space.values[name])  # nothing hides the last attribute
+    assert set(result["identity"]["by_attribute"]) == set(space.identity)
+    assert result["classifier_accuracy"] == load_package(package_with_classifier).manifest["classifier"]["accuracy"]
+    args = ["--log-level", "WARNING", "control", str(package_with_classifier), "--per-value", "1", "--identities", "2"]
+    assert main([*args, "--per-identity", "2"]) == 0
+    assert "| skin_color | 7 |" in capsys.readouterr().out
