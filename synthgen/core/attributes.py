@@ -82,7 +82,8 @@ class AttributeSpace:
         count = len(self.values[name])
         shares = (self.marginals or {}).get(name)
         p = np.full(count, 1.0 / count) if shares is None else np.asarray(shares, dtype=np.float64)
-        return p / p.sum()
+        out: np.ndarray = p / p.sum()
+        return out
 
     def one_hot(self, codes: np.ndarray) -> np.ndarray:
         """Value indices [B, len(names)] -> the decoder's float32 condition [B, dim]."""
