@@ -26,18 +26,18 @@ from typing import Any
 import numpy as np
 
 from synthgen.core.attributes import ATTRIBUTE_STREAM, IDENTITY_STREAM, QUOTA_STREAM, AttributeSpace, stream_seed
-from synthgen.core.errors import InvalidRequest
+from synthgen.core.errors import InvalidCrowd
 from synthgen.core.latents import _splitmix64, prior_latents
 
 DEFAULT_VARIATION = 0.35
 SHARE_TOLERANCE = 1e-6
 
 
-def _invalid(field_name: str, message: str, allowed: Any = None) -> InvalidRequest:
+def _invalid(field_name: str, message: str, allowed: Any = None) -> InvalidCrowd:
     details: dict[str, Any] = {"field": field_name}
     if allowed is not None:
         details["allowed"] = allowed
-    return InvalidRequest(f"{field_name}: {message}", details)
+    return InvalidCrowd(f"{field_name}: {message}", details)
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,7 @@ class Crowd:
     def validated(self, space: AttributeSpace, count: int | None) -> int:
         """Check the request against the model's attributes; return the job's image count.
 
-        Raises InvalidRequest (code ``invalid_request``) naming the field and listing what is allowed.
+        Raises InvalidCrowd (an InvalidRequest, code ``invalid_request``) naming the field and listing what is allowed.
         """
         allowed = {n: list(v) for n, v in space.values.items()}
         if (self.attributes or self.distribution) and not space:
