@@ -3,7 +3,7 @@
 The classifier takes the decoder's own output, uint8 images [B, H, W, C] named ``images``, and returns
 ``probabilities`` float32 [B, condition_dim]: a softmax within each attribute's block of columns, in
 ``AttributeSpace`` order. Per attribute, an image's predicted value is the most probable one and its
-confidence that probability (``predictions``). A worker labels each chunk in one batch and counts the
+confidence that probability (``synthgen.core.predictions``). A worker labels each chunk in one batch and counts the
 chunk's predicted values (``label_counts``) into the job's histogram, once per chunk.
 """
 
@@ -21,27 +21,10 @@ import onnxruntime as ort
 from synthgen.core.attributes import AttributeSpace
 from synthgen.core.errors import ModelPackageError
 from synthgen.core.package import ModelPackage
+from synthgen.core.predictions import predicted_labels
 
 log = logging.getLogger(__name__)
-CONFIDENCE_DIGITS = 4  # a probability to 4 digits: enough to threshold on, and short in every sample's JSON
 Predicted = dict[str, dict[str, Any]]  # {name: {"value": str, "confidence": float}}
-
-
-def predictions(space: AttributeSpace, probabilities: np.ndarray) -> list[Predicted]:
-    """Per image, each attribute's most probable value and its probability."""
-    probabilities = np.asarray(probabilities, dtype=np.float32).reshape(-1, space.dim)
-    columns = []
-    for name, start in space.offsets().items():
-        block = probabilities[:, start : start + len(space.values[name])]
-        best = np.argmax(block, axis=1)
-        columns.append((name, best, block[np.arange(len(block)), best]))
-    return [
-        {
-            name: {"value": space.values[name][int(best[row])], "confidence": round(float(p[row]), CONFIDENCE_DIGITS)}
-            for name, best, p in columns
-        }
-        for row in range(probabilities.shape[0])
-    ]
 
 
 def _value_key(name: str, value: str) -> str:
@@ -118,4 +101,4 @@ class Labeler:
         return np.asarray(out, dtype=np.float32)
 
     def predict(self, images: np.ndarray) -> list[Predicted]:
-        return predictions(self.space, self.probabilities(images))
+        return predicted_labels(self.space, self.probabilities(images))
