@@ -181,7 +181,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     models_dir = Path(args.models_dir) if args.models_dir else None
     model = build_registry(settings, models_dir, args.model).get(args.model)
     seed = 0 if args.seed is None else args.seed
-    spec = RenderSpec(seed, args.truncation, args.format, args.quality, settings.png_compress_level)
+    spec = RenderSpec(seed, args.truncation, args.format, args.quality, settings.png_compress_level, count=args.count)
     batch = args.batch_size or settings.batch_size
     out = generate_to_directory(model, spec, args.count, args.out, batch, settings.encode_threads)
     _say(f"{args.count} images of {model.package.ref} in {out}/ (manifest.jsonl lists them)")
