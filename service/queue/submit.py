@@ -19,7 +19,6 @@ from service.queue.jobs import Job, JobSpec
 from service.queue.streams import JobQueue
 from service.settings import Settings
 from service.telemetry import instruments as M
-from synthgen.core.attributes import AttributeSpace
 from synthgen.core.crowd import Crowd
 from synthgen.core.errors import InvalidRequest, SynthgenError
 from synthgen.core.images import DEFAULT_FORMAT, DEFAULT_QUALITY, ImageFormat
@@ -49,14 +48,9 @@ class Order:
     crowd: Crowd = field(default_factory=Crowd)
 
 
-def attribute_space(package: ModelPackage) -> AttributeSpace:
-    """What a job on ``package`` may ask for: its attributes (an empty space for an unconditional model)."""
-    return AttributeSpace.from_manifest(package.manifest.get("attributes"))
-
-
 def _check_limits(order: Order, package: ModelPackage, settings: Settings) -> int:
     """Check the order against the model and the server's limits; returns the job's image count."""
-    count = order.crowd.validated(attribute_space(package), order.count)
+    count = order.crowd.validated(package.attributes, order.count)
     if count > settings.max_count:
         raise InvalidRequest(
             f"count must be at most {settings.max_count} on this server, got {count}",

@@ -144,10 +144,23 @@ class Crowd:
                 out[:, column] = [space.index_of(name, v) for v in values]
         return out
 
-    def latents(self, prior: dict[str, Any], seed: int, indices: np.ndarray, dim: int, truncation: float | None) -> np.ndarray:
-        """float32 latents [len(indices), dim]: the plain prior draw, or identity code plus variation."""
+    def latents(
+        self,
+        prior: dict[str, Any],
+        seed: int,
+        indices: np.ndarray,
+        dim: int,
+        truncation: float | None,
+        sources: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """float32 latents [len(indices), dim]: the plain prior draw, or identity code plus variation.
+
+        ``sources``: the index whose own draw each image takes (default: its own index). A unique job that
+        replaces image i's candidate keeps i's attributes and identity and draws the latent again from another
+        source.
+        """
         indices = np.asarray(indices, dtype=np.int64)
-        own = prior_latents(prior, seed, indices, dim, truncation)
+        own = prior_latents(prior, seed, indices if sources is None else np.asarray(sources, dtype=np.int64), dim, truncation)
         identity = self.identity_of(indices)
         if identity is None:
             return own

@@ -16,7 +16,7 @@ from service.api.deps import RuntimeDep, SettingsDep, TenantDep, WriterDep, owne
 from service.api.schemas import CrowdView, JobCreated, JobLinks, JobRequest, JobStatusResponse
 from service.engine.labeling import histogram
 from service.queue.jobs import Job
-from service.queue.submit import Order, attribute_space, submit
+from service.queue.submit import Order, submit
 from service.queue.tar_stream import stream_tar
 from service.telemetry import instruments as M
 from synthgen.core.crowd import Crowd
@@ -138,7 +138,7 @@ async def get_card(job_id: str, runtime: RuntimeDep, tenant: TenantDep) -> Respo
             retry_after=1,
         )
     package = runtime.registry.get(job.model).package
-    space = attribute_space(package)
+    space = package.attributes
     requested = await asyncio.to_thread(requested_counts, job.crowd, space, job.seed, job.count)
     classifier = package.manifest.get("classifier")
     predicted, agreement = histogram(await runtime.queue.predicted_counts(job.id)) if classifier else (None, {})

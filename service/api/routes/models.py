@@ -6,7 +6,6 @@ from fastapi import APIRouter
 
 from service.api.deps import RuntimeDep, TenantDep
 from service.api.schemas import ClassifierInfo, ImageShape, ModelInfo, ModelList
-from service.queue.submit import attribute_space
 from synthgen.core.package import ModelPackage
 
 router = APIRouter(prefix="/v1")
@@ -32,8 +31,8 @@ async def list_models(runtime: RuntimeDep, tenant: TenantDep) -> ModelList:
                 default=m.package.ref == default,
                 provider=m.provider,
                 uniqueness_threshold=m.package.uniqueness_threshold,
-                attributes={name: list(values) for name, values in attribute_space(m.package).values.items()},
-                identity_attributes=list(attribute_space(m.package).identity),
+                attributes={name: list(values) for name, values in m.package.attributes.values.items()},
+                identity_attributes=list(m.package.attributes.identity),
                 classifier=_classifier(m.package),
             )
             for m in runtime.registry.all()
