@@ -12,6 +12,7 @@ import json
 import math
 import random
 import tarfile
+import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -27,9 +28,10 @@ from PIL import Image
 from tests.support.conditional_model import ConditionalModel
 from tests.support.jobs import download_digest, expected_names, finished, wait_job
 from tests.support.labeled_package import CLASSIFIER_FILE, add_classifier
-from tests.support.live import LiveService
+from tests.support.live import LiveService, busiest_worker
 
 SEED = 4242
+pytestmark = pytest.mark.timeout(900)  # the first test also trains the tiny conditional model
 
 
 @pytest.fixture(scope="session")
@@ -310,23 +312,33 @@ def test_a_unique_crowd_keeps_its_exact_quotas(client: TestClient, space: dict[s
 def test_sigkill_a_worker_mid_distribution_job_gives_the_same_bytes(
     live_service: Callable[..., LiveService], labeled_models: Path
 ) -> None:
-    count = 600
+    """A worker holding work is SIGKILLed mid-job; the job completes with the bytes (and the card) of a
+    clean run of the same request: the crowd is in the job record, and each chunk's labels count once."""
+    count = 1000
     service = live_service(
         workers=2, SYNTHGEN_MODELS_DIR=str(labeled_models), SYNTHGEN_DEFAULT_MODEL="tiny-cond", SYNTHGEN_CHUNK_SIZE="20"
     )
     service.wait_workers()
+    client = service.redis()
     with httpx.Client(base_url=service.base_url, timeout=60) as http:
         model = http.get("/v1/models").json()["models"][0]
         name = list(model["attributes"])[1]
         values = model["attributes"][name]
         body = {"count": count, "seed": SEED, "distribution": {name: {values[0]: 0.45, values[1]: 0.55}}}
         killed = http.post("/v1/jobs", json=body).json()
-        wait_job(http, killed["id"], lambda j: j["done"] >= count // 5)
-        victim = random.Random(1).choice(service.workers)
+        wait_job(http, killed["id"], lambda j: j["done"] >= count // 10)
+        rng = random.Random(1)
+        victim, held = busiest_worker(service, client, rng)
+        for _ in range(100):  # between two reads a worker may hold nothing: kill one that holds work
+            if held:
+                break
+            time.sleep(0.01)
+            victim, held = busiest_worker(service, client, rng)
         service.kill_worker(victim)
         assert http.get(f"/v1/jobs/{killed['id']}").json()["done"] < count, "the job finished before the kill"
         service.add_worker()
         assert wait_job(http, killed["id"], finished, timeout_s=600)["status"] == "succeeded"
+        assert client.scard(service.keys.job_done(killed["id"])) == count // 20  # each chunk counted once
         clean = http.post("/v1/jobs", json=body).json()
         assert wait_job(http, clean["id"], finished, timeout_s=600)["status"] == "succeeded"
         digest, names = download_digest(http, killed["id"])
@@ -334,5 +346,4 @@ def test_sigkill_a_worker_mid_distribution_job_gives_the_same_bytes(
         assert digest == download_digest(http, clean["id"])[0], "the killed job's bytes differ from a clean run's"
         card = http.get(f"/v1/jobs/{killed['id']}/card").text
         clean_card = http.get(f"/v1/jobs/{clean['id']}/card").text
-        # each chunk's predicted labels are counted once, redelivered or not
         assert card.split("## Attributes")[1] == clean_card.split("## Attributes")[1]
