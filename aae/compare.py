@@ -20,6 +20,7 @@ from aae.card import COLUMNS, compare_table, duration, save_grid, summary_row
 from aae.evaluate import COMPARE_FORMAT, EvalSizes, evaluate_into, write_json
 from aae.generators import CheckpointGenerator
 from aae.model import MODEL_KINDS, AAEConfig
+from aae.recipes import recipe
 from aae.train import TrainOptions, train
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,7 @@ class CompareOptions:
     cache_dir: str = "cache"
     held_out: str | None = None
     kinds: tuple[str, ...] = ("ae-raw", "ae", "vae", "aae")
+    recipe: str = "default"  # aae/recipes.py: the same recipe for every kind
     reuse: bool = False  # keep a run whose checkpoint and metrics.json already exist for this budget
     sizes: EvalSizes = field(default_factory=EvalSizes)
 
@@ -70,7 +72,7 @@ class CompareOptions:
             kind=kind,
             normalize_codes=normalize,
         )
-        return TrainOptions(
+        options = TrainOptions(
             data=self.data,
             count=self.count,
             epochs=self.epochs,
@@ -83,6 +85,8 @@ class CompareOptions:
             threads=self.threads,
             config=config,
         )
+        steps = self.epochs * (self.count // self.batch_size)
+        return recipe(self.recipe).apply(options, steps if self.max_steps is None else min(steps, self.max_steps))
 
     def budget(self) -> dict[str, Any]:
         keep = (
@@ -96,6 +100,7 @@ class CompareOptions:
             "seed",
             "data_seed",
             "max_steps",
+            "recipe",
         )
         return {k: v for k, v in asdict(self).items() if k in keep}
 
@@ -134,10 +139,8 @@ def _train_and_evaluate(options: CompareOptions, name: str) -> tuple[dict[str, A
 
 def _side_by_side(generators: list[CheckpointGenerator], out: Path, seed: int) -> dict[str, str]:
     """Rows, one per kind: the same latents decoded by each model; and the same slerp path through each."""
-    from synthgen.core.latents import slerp
-
-    z = generators[0].sample_z(COLUMNS + 2, seed)
-    path = slerp(z[COLUMNS], z[COLUMNS + 1], np.linspace(0.0, 1.0, COLUMNS))
+    z = generators[0].sample_inputs(COLUMNS + 2, seed)
+    path = generators[0].interpolate(z[COLUMNS], z[COLUMNS + 1], np.linspace(0.0, 1.0, COLUMNS))
     save_grid(np.concatenate([g.decode(z[:COLUMNS]) for g in generators]), out / "compare_samples.png")
     save_grid(np.concatenate([g.decode(path) for g in generators]), out / "compare_interpolation.png")
     return {"samples": "compare_samples.png", "interpolation": "compare_interpolation.png"}
