@@ -20,6 +20,7 @@ from aae.card import COLUMNS, compare_table, duration, save_grid, summary_row
 from aae.evaluate import COMPARE_FORMAT, EvalSizes, evaluate_into, write_json
 from aae.generators import CheckpointGenerator
 from aae.model import MODEL_KINDS, AAEConfig
+from aae.recipes import recipe
 from aae.train import TrainOptions, train
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,7 @@ class CompareOptions:
     cache_dir: str = "cache"
     held_out: str | None = None
     kinds: tuple[str, ...] = ("ae-raw", "ae", "vae", "aae")
+    recipe: str = "default"  # aae/recipes.py: the same recipe for every kind
     reuse: bool = False  # keep a run whose checkpoint and metrics.json already exist for this budget
     sizes: EvalSizes = field(default_factory=EvalSizes)
 
@@ -70,7 +72,7 @@ class CompareOptions:
             kind=kind,
             normalize_codes=normalize,
         )
-        return TrainOptions(
+        options = TrainOptions(
             data=self.data,
             count=self.count,
             epochs=self.epochs,
@@ -83,6 +85,8 @@ class CompareOptions:
             threads=self.threads,
             config=config,
         )
+        steps = self.epochs * (self.count // self.batch_size)
+        return recipe(self.recipe).apply(options, steps if self.max_steps is None else min(steps, self.max_steps))
 
     def budget(self) -> dict[str, Any]:
         keep = (
@@ -96,6 +100,7 @@ class CompareOptions:
             "seed",
             "data_seed",
             "max_steps",
+            "recipe",
         )
         return {k: v for k, v in asdict(self).items() if k in keep}
 

@@ -23,6 +23,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -67,9 +68,9 @@ GROUPS: dict[str, tuple[str, dict[str, tuple[str, ...]]]] = {
 }
 
 
-def value_name(member: object) -> str:
+def value_name(member: Any) -> str:
     """python_avatars enum member -> its lower-case name, the vocabulary's value."""
-    return str(getattr(member, "name")).lower()
+    return str(member.name).lower()
 
 
 def avatar_vocabulary() -> dict[str, tuple[str, ...]]:

@@ -27,8 +27,8 @@ from tqdm import tqdm
 
 from aae.data import image_grid, load_dataset
 from aae.ema import WeightEMA
-from aae.labels import LABEL_FILES, load_labels
 from aae.image_adversary import AdversaryOptions, AdversaryStats, ImageAdversary, adaptive_weight
+from aae.labels import LABEL_FILES, load_labels
 from aae.losses import reconstruction_loss
 from aae.model import AAE, AAEConfig, images_uint8
 from aae.priors import build_prior

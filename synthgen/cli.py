@@ -62,34 +62,44 @@ def _train_config(args: argparse.Namespace) -> AAEConfig:
     )
 
 
-def _adversary_options(args: argparse.Namespace) -> AdversaryOptions | None:
-    if not args.image_adversary:
-        return None
-    from aae.image_adversary import AdversaryOptions
+def _given(value: Any, fallback: Any) -> Any:
+    """A flag's value, or (left out) the recipe's."""
+    return fallback if value is None else value
 
+
+def _adversary_options(args: argparse.Namespace) -> AdversaryOptions | None:
+    from aae.image_adversary import AdversaryOptions
+    from aae.recipes import recipe
+
+    base = recipe(args.recipe).adversary
+    if not (args.image_adversary or base):
+        return None
+    base = base or AdversaryOptions()
     return AdversaryOptions(
-        start=args.adv_start,
-        fakes=args.adv_fakes,
+        start=_given(args.adv_start, base.start),
+        fakes=_given(args.adv_fakes, base.fakes),
         lr=args.adv_lr,
         weight=args.adv_weight,
         max_weight=args.adv_max_weight,
-        r1_gamma=args.r1_gamma,
+        r1_gamma=_given(args.r1_gamma, base.r1_gamma),
         r1_every=args.r1_every,
         freeze_accuracy=args.adv_freeze_accuracy,
     )
 
 
 def _train_options(args: argparse.Namespace) -> TrainOptions:
+    from aae.recipes import recipe
     from aae.train import TrainOptions
 
+    chosen = recipe(args.recipe)
     return TrainOptions(
         data=args.data,
         count=args.count,
         epochs=args.epochs or 10,
         batch_size=args.batch_size,
         lr_reconstruction=args.lr_reconstruction,
-        lr_discriminator=args.lr_discriminator,
-        lr_generator=args.lr_generator,
+        lr_discriminator=_given(args.lr_discriminator, chosen.lr_discriminator),
+        lr_generator=_given(args.lr_generator, chosen.lr_generator),
         seed=args.seed,
         data_seed=args.data_seed,
         out_dir=args.out,
@@ -107,7 +117,7 @@ def _train_options(args: argparse.Namespace) -> TrainOptions:
         gen_weight=args.gen_weight,
         disc_steps=args.disc_steps,
         adversary=_adversary_options(args),
-        ema_kimg=args.ema_kimg,
+        ema_kimg=_given(args.ema_kimg, chosen.ema_kimg),
         export_ema=not args.no_export_ema,
         checkpoint_minutes=args.checkpoint_minutes or 5.0,
         conditional=args.conditional,
@@ -262,6 +272,7 @@ def _evaluate_compare(args: argparse.Namespace) -> int:
         cache_dir=args.cache_dir,
         held_out=args.held_out,
         kinds=tuple(args.kinds.split(",")),
+        recipe=args.recipe,
         reuse=args.reuse,
         sizes=_eval_sizes(args),
         **_architecture(args, "image_size", "latent_dim", "base_width"),
@@ -380,6 +391,7 @@ def _add_evaluate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     g.add_argument("--max-steps", type=_positive_int, default=None)
     g.add_argument("--threads", type=_positive_int, default=None)
     g.add_argument("--runs-dir", default="runs/compare", help="checkpoints and per-kind cards")
+    g.add_argument("--recipe", default="default", help="the training recipe of every kind: a name in aae/recipes.py")
     p.set_defaults(func=cmd_evaluate)
 
 
@@ -394,6 +406,7 @@ def _add_train(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--no-amp", action="store_true", help="no bfloat16 autocast on CUDA")
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast on CPU too (AMX)")
     p.add_argument("--channels-last", action="store_true", help="NHWC memory format for the convolutions")
+    p.add_argument("--recipe", default="default", help="a named recipe of aae/recipes.py (default, sharp); flags win")
     p.add_argument("--data", default="avatars", help="'avatars', 'lfw', or a folder of images")
     p.add_argument(
         "--conditional",
@@ -421,23 +434,30 @@ def _add_train(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     g.add_argument("--recon-loss", default="mse", choices=["mse", "l1", "laplacian"], help="laplacian: GLO's pyramid L1")
     g.add_argument("--frequency-weight", type=float, default=0.0, help="adds this times the L1 distance of the spectra")
-    g.add_argument("--ema-kimg", type=_positive_float, default=None, help="an EMA of the decoder, this half-life in kimg")
+    g.add_argument(
+        "--ema-kimg",
+        type=_positive_float,
+        default=None,
+        help="an EMA of the decoder, this half-life in kimg (default: the recipe's)",
+    )
     g.add_argument("--no-export-ema", action="store_true", help="with --ema-kimg: tools still use the live decoder")
     g.add_argument("--lr-reconstruction", type=_positive_float, default=1e-3)
     g = p.add_argument_group("latent game (AAE)")
-    g.add_argument("--lr-discriminator", type=_positive_float, default=2e-4)
-    g.add_argument("--lr-generator", type=_positive_float, default=2e-4)
+    g.add_argument("--lr-discriminator", type=_positive_float, default=None, help="default: the recipe's")
+    g.add_argument("--lr-generator", type=_positive_float, default=None, help="default: the recipe's")
     g.add_argument("--disc-steps", type=_positive_int, default=1, help="latent discriminator updates per mini-batch")
     g.add_argument("--shared-encoder", action="store_true", help="one encoder forward for reconstruction and generator")
     g.add_argument("--gen-weight", type=_positive_float, default=0.2, help="--shared-encoder: generator/recon gradient ratio")
     g = p.add_argument_group("image adversary (any kind)")
     g.add_argument("--image-adversary", action="store_true", help="a patch discriminator on images, hinge loss")
-    g.add_argument("--adv-start", type=int, default=500, help="warm-up steps before it starts")
-    g.add_argument("--adv-fakes", default="both", choices=["both", "recon", "prior"], help="reconstructions, prior samples")
+    g.add_argument("--adv-start", type=int, default=None, help="warm-up steps before it starts (default: the recipe's, or 500)")
+    g.add_argument(
+        "--adv-fakes", default=None, choices=["both", "recon", "prior"], help="reconstructions, prior samples (default: both)"
+    )
     g.add_argument("--adv-lr", type=_positive_float, default=2e-4)
     g.add_argument("--adv-weight", type=_positive_float, default=0.5, help="times the adaptive (VQGAN) weight")
     g.add_argument("--adv-max-weight", type=_positive_float, default=1.0, help="the clamp on the adversarial weight")
-    g.add_argument("--r1-gamma", type=float, default=0.1, help="R1 weight on real images (0: none)")
+    g.add_argument("--r1-gamma", type=float, default=None, help="R1 weight on real images (0: none; default 0.1)")
     g.add_argument("--r1-every", type=_positive_int, default=16, help="lazy R1: every N steps")
     g.add_argument("--adv-freeze-accuracy", type=float, default=0.95, help="freeze it while its accuracy is above this")
     p.set_defaults(func=cmd_train)

@@ -82,17 +82,20 @@ class AttributeSpace:
         count = len(self.values[name])
         shares = (self.marginals or {}).get(name)
         p = np.full(count, 1.0 / count) if shares is None else np.asarray(shares, dtype=np.float64)
-        return p / p.sum()
+        out: np.ndarray = p / p.sum()
+        return out
 
     def one_hot(self, codes: np.ndarray) -> np.ndarray:
         """Value indices [B, len(names)] -> the decoder's float32 condition [B, dim]."""
         codes = np.asarray(codes, dtype=np.int64).reshape(-1, len(self.values))
         out = np.zeros((codes.shape[0], self.dim), dtype=np.float32)
-        for column, (name, start) in enumerate(self.offsets().items()):
+        for column, start in enumerate(self.offsets().values()):
             out[np.arange(codes.shape[0]), start + codes[:, column]] = 1.0
         return out
 
-    def draw(self, seed: int, indices: np.ndarray, names: Sequence[str] | None = None, stream: int = ATTRIBUTE_STREAM) -> np.ndarray:
+    def draw(
+        self, seed: int, indices: np.ndarray, names: Sequence[str] | None = None, stream: int = ATTRIBUTE_STREAM
+    ) -> np.ndarray:
         """Value indices [len(indices), len(names)] drawn from the training marginals, from (seed, index) alone."""
         names = self.names if names is None else tuple(names)
         u = uniforms(stream_seed(seed, stream), np.asarray(indices), len(self.values))

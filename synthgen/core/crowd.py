@@ -78,45 +78,54 @@ class Crowd:
 
         Raises InvalidRequest (code ``invalid_request``) naming the field and listing what is allowed.
         """
-        allowed = {n: list(v) for n, v in space.values.items()}
         if (self.attributes or self.distribution) and not space:
             raise _invalid("attributes" if self.attributes else "distribution", "this model is unconditional", {})
+        self._check_attributes(space)
+        for name, shares in self.distribution.items():
+            self._check_distribution(space, name, shares)
+        return self._image_count(count)
+
+    def _check_attributes(self, space: AttributeSpace) -> None:
         for name, value in self.attributes.items():
             if name not in space.values:
-                raise _invalid(f"attributes.{name}", "unknown attribute", sorted(allowed))
+                raise _invalid(f"attributes.{name}", "unknown attribute", sorted(space.values))
             if value not in space.values[name]:
-                raise _invalid(f"attributes.{name}", f"unknown value {value!r}", allowed[name])
-        for name, shares in self.distribution.items():
-            if name not in space.values:
-                raise _invalid(f"distribution.{name}", "unknown attribute", sorted(allowed))
-            if name in self.attributes:
-                raise _invalid(f"distribution.{name}", "is also in attributes; name an attribute in one of the two")
-            if not shares:
-                raise _invalid(f"distribution.{name}", "needs at least one value", allowed[name])
-            for value, share in shares.items():
-                if value not in space.values[name]:
-                    raise _invalid(f"distribution.{name}.{value}", f"unknown value {value!r}", allowed[name])
-                if not (isinstance(share, int | float) and math.isfinite(share) and 0 <= share <= 1):
-                    raise _invalid(f"distribution.{name}.{value}", f"a share is a number in [0, 1], got {share!r}")
-            total = sum(float(s) for s in shares.values())
-            if abs(total - 1.0) > SHARE_TOLERANCE:
-                raise _invalid(f"distribution.{name}", f"shares must sum to 1, they sum to {total:.6g}")
+                raise _invalid(f"attributes.{name}", f"unknown value {value!r}", list(space.values[name]))
+
+    def _check_distribution(self, space: AttributeSpace, name: str, shares: Mapping[str, float]) -> None:
+        if name not in space.values:
+            raise _invalid(f"distribution.{name}", "unknown attribute", sorted(space.values))
+        allowed = list(space.values[name])
+        if name in self.attributes:
+            raise _invalid(f"distribution.{name}", "is also in attributes; name an attribute in one of the two")
+        if not shares:
+            raise _invalid(f"distribution.{name}", "needs at least one value", allowed)
+        for value, share in shares.items():
+            if value not in space.values[name]:
+                raise _invalid(f"distribution.{name}.{value}", f"unknown value {value!r}", allowed)
+            if isinstance(share, bool) or not (isinstance(share, int | float) and math.isfinite(share) and 0 <= share <= 1):
+                raise _invalid(f"distribution.{name}.{value}", f"a share is a number in [0, 1], got {share!r}")
+        total = sum(float(s) for s in shares.values())
+        if abs(total - 1.0) > SHARE_TOLERANCE:
+            raise _invalid(f"distribution.{name}", f"shares must sum to 1, they sum to {total:.6g}")
+
+    def _image_count(self, count: int | None) -> int:
         if (self.identities is None) != (self.per_identity is None):
             raise _invalid("identities" if self.identities is None else "per_identity", "identities and per_identity go together")
         if not 0 <= self.variation <= 1:
             raise _invalid("variation", f"a number in [0, 1], got {self.variation}")
-        if self.identities is not None and self.per_identity is not None:
-            if self.identities < 1 or self.per_identity < 1:
-                raise _invalid("identities", "identities and per_identity must be >= 1")
-            total_images = self.identities * self.per_identity
-            if count is not None and count != total_images:
-                raise _invalid(
-                    "count", f"{count} disagrees with identities x per_identity = {total_images}; omit count or make them agree"
-                )
-            return total_images
-        if count is None:
-            raise _invalid("count", "required (it may be omitted only with identities and per_identity)")
-        return count
+        if self.identities is None or self.per_identity is None:
+            if count is None:
+                raise _invalid("count", "required (it may be omitted only with identities and per_identity)")
+            return count
+        if self.identities < 1 or self.per_identity < 1:
+            raise _invalid("identities", "identities and per_identity must be >= 1")
+        total_images = self.identities * self.per_identity
+        if count is not None and count != total_images:
+            raise _invalid(
+                "count", f"{count} disagrees with identities x per_identity = {total_images}; omit count or make them agree"
+            )
+        return total_images
 
     def identity_of(self, indices: np.ndarray) -> np.ndarray | None:
         if not self.per_identity:
@@ -159,7 +168,7 @@ class Crowd:
 def quota_counts(shares: Mapping[str, float], n: int) -> dict[str, int]:
     """Exact counts per value for n units: floor of each share, then the largest remainders (ties: listed order)."""
     raw = {v: float(s) * n for v, s in shares.items()}
-    counts = {v: int(math.floor(x)) for v, x in raw.items()}
+    counts = {v: math.floor(x) for v, x in raw.items()}
     left = n - sum(counts.values())
     by_remainder = sorted(raw, key=lambda v: (-(raw[v] - counts[v]), list(shares).index(v)))
     for value in by_remainder[:left]:
