@@ -50,9 +50,7 @@ def choose(model: ModelInfo) -> Choice:
 
 
 @pytest.fixture
-def conditional_server(
-    redis_url: str, tiny_conditional: ConditionalModel, uvicorn_thread: Callable[[ASGIApp], str]
-) -> str:
+def conditional_server(redis_url: str, tiny_conditional: ConditionalModel, uvicorn_thread: Callable[[ASGIApp], str]) -> str:
     """The real app with a worker, on the tiny conditional package, served by uvicorn on 127.0.0.1."""
     settings = Settings(
         redis_url=redis_url, models_dir=tiny_conditional.models_dir, default_model=tiny_conditional.name, chunk_size=8
@@ -71,9 +69,7 @@ def test_the_client_asks_for_a_crowd_and_reads_its_labels(conditional_server: st
 
         # a fixed value, and exact shares of another attribute's values: 3 and 7 of 10 images
         shares = {pick.values[0]: 0.3, pick.values[1]: 0.7}
-        job = client.create_job(
-            10, seed=5, attributes={pick.fixed: pick.value}, distribution={pick.shared: shares}
-        )
+        job = client.create_job(10, seed=5, attributes={pick.fixed: pick.value}, distribution={pick.shared: shares})
         assert job.count == 10 and job.attributes == {pick.fixed: pick.value}
         assert job.distribution == {pick.shared: shares} and job.identities is None
         samples = list(client.iter_samples(job.id))
