@@ -24,7 +24,7 @@ import onnxruntime as ort
 import torch
 
 from aae.model import AAE, AAEConfig, load_checkpoint
-from export.graphs import DecoderImageHead, convert_fp16, export_graph
+from export.graphs import DecoderImageHead, convert_fp16, decoder_inputs, export_graph
 
 
 def best_time(fn: Callable[[], object], repeats: int, min_seconds: float = 0.2) -> float:
@@ -74,7 +74,7 @@ def main() -> None:
         torch.manual_seed(0)
         model = AAE(config).eval()
         package = Path(tempfile.mkdtemp(prefix="bench-export-"))
-        export_graph(DecoderImageHead(model), torch.zeros(2, config.latent_dim), "z", "images", package / "decoder.onnx")
+        export_graph(DecoderImageHead(model), decoder_inputs(model), "images", package / "decoder.onnx")
         convert_fp16(package / "decoder.onnx", package / "decoder.fp16.onnx")
     head = DecoderImageHead(model).eval()
     latent_dim = model.config.latent_dim

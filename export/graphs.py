@@ -1,5 +1,7 @@
 """The ONNX graphs of a package: the decoder (z -> uint8 NHWC images), its fp16 twin, and the encoder.
 
+A conditional model's decoder takes a second input, ``y``: the one-hot attributes (AttributeSpace.one_hot).
+
 Pre- and post-processing live inside the graphs, so the service only moves uint8 images and float32
 latents. Every graph has named inputs and outputs, a dynamic batch axis, passes ``onnx.checker`` and
 shape inference, and carries the package's metadata in ``metadata_props``.
@@ -35,14 +37,24 @@ class ExportError(RuntimeError):
 
 
 class DecoderImageHead(nn.Module):
-    """z [B, latent_dim] float32 -> images [B, H, W, C] uint8: scaling, rounding and NHWC are in the graph."""
+    """z [B, latent_dim] float32 (and, conditional, y [B, condition_dim]) -> images [B, H, W, C] uint8:
+    scaling, rounding and NHWC are in the graph."""
 
     def __init__(self, model: AAE) -> None:
         super().__init__()
         self.decoder = model.decoder
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return images_uint8(self.decoder(z))  # [B, H, W, C]
+    def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        return images_uint8(self.decoder(z, y))  # [B, H, W, C]
+
+
+def decoder_inputs(model: AAE) -> dict[str, torch.Tensor]:
+    """Example inputs of the decoder graph, by name: ``z``, and ``y`` for a conditional model."""
+    config = model.config
+    examples = {"z": torch.zeros(2, config.latent_dim)}
+    if config.condition_dim:
+        examples["y"] = torch.zeros(2, config.condition_dim)
+    return examples
 
 
 class EncoderImageHead(nn.Module):
@@ -70,8 +82,12 @@ class GraphStats:
         return dict(vars(self))
 
 
-def export_graph(module: nn.Module, example: torch.Tensor, input_name: str, output_name: str, path: Path) -> None:
-    """Export with torch's torch.export-based exporter and check the result."""
+def export_graph(module: nn.Module, examples: dict[str, torch.Tensor], output_name: str, path: Path) -> None:
+    """Export with torch's torch.export-based exporter and check the result.
+
+    ``examples``: one example tensor per graph input, by name, in the order of ``module.forward``'s arguments;
+    every input shares the dynamic batch axis 0.
+    """
     batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
     with warnings.catch_warnings():
         # torch's exporter warns about its own internals; none of it concerns this graph
@@ -79,10 +95,10 @@ def export_graph(module: nn.Module, example: torch.Tensor, input_name: str, outp
             warnings.simplefilter("ignore", category=category)
         program = torch.onnx.export(
             module.eval(),
-            (example,),
-            input_names=[input_name],
+            tuple(examples.values()),
+            input_names=list(examples),
             output_names=[output_name],
-            dynamic_shapes=({0: batch},),  # the first (only) argument's axis 0
+            dynamic_shapes=tuple({0: batch} for _ in examples),  # every argument's axis 0
             opset_version=OPSET,
             dynamo=True,
             verbose=False,
@@ -137,7 +153,7 @@ def simplify_if_it_helps(path: Path, feed: dict[str, np.ndarray]) -> GraphStats:
 
 
 def convert_fp16(src: Path, dst: Path) -> None:
-    """An fp16 copy of a graph whose inputs and outputs keep their types (float32 z, uint8 images)."""
+    """An fp16 copy of a graph whose inputs and outputs keep their types (float32 z and y, uint8 images)."""
     from onnxconverter_common import float16
 
     with warnings.catch_warnings():

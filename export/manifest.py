@@ -9,6 +9,7 @@ from importlib.metadata import version as dist_version
 from pathlib import Path
 from typing import Any
 
+from synthgen.core.attributes import AttributeSpace
 from synthgen.core.package import MANIFEST_FORMAT, sha256_file
 
 
@@ -30,6 +31,13 @@ def _graph_entry(file: str, input_name: str, output_name: str, input_dtype: str,
     }
 
 
+def _decoder_entry(file: str, conditional: bool) -> dict[str, str]:
+    entry = _graph_entry(file, "z", "images", "float32", "uint8")
+    if conditional:
+        entry["condition"] = "y"  # the one-hot attributes, float32 [B, condition_dim]
+    return entry
+
+
 def build_manifest(
     *,
     name: str,
@@ -42,8 +50,12 @@ def build_manifest(
     uniqueness: dict[str, Any],
     with_encoder: bool,
     privacy: dict[str, Any] | None = None,
+    attributes: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Everything but the file hashes, which ``write_manifest`` adds once the files are final."""
+    """Everything but the file hashes, which ``write_manifest`` adds once the files are final.
+
+    ``attributes``: a conditional model's ``AttributeSpace.to_manifest()`` (None: unconditional, no entry).
+    """
     size = int(config["image_size"])
     manifest: dict[str, Any] = {
         "format": MANIFEST_FORMAT,
@@ -53,8 +65,8 @@ def build_manifest(
         "prior": config["prior"],
         "image": {"height": size, "width": size, "channels": int(config["channels"])},
         "value_range": [0, 255],
-        "decoder": _graph_entry("decoder.onnx", "z", "images", "float32", "uint8"),
-        "decoder_fp16": _graph_entry("decoder.fp16.onnx", "z", "images", "float32", "uint8"),
+        "decoder": _decoder_entry("decoder.onnx", attributes is not None),
+        "decoder_fp16": _decoder_entry("decoder.fp16.onnx", attributes is not None),
         "checkpoint_sha256": sha256_file(checkpoint_path),
         "config": config,
         "training": training,
@@ -64,6 +76,8 @@ def build_manifest(
         "created_by": _creator(),
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+    if attributes is not None:
+        manifest["attributes"] = attributes
     if privacy is not None:
         manifest["privacy"] = privacy
     if with_encoder:
@@ -79,8 +93,11 @@ def build_manifest(
 
 
 def onnx_metadata(manifest: dict[str, Any], filename: str) -> dict[str, str]:
-    """The metadata_props of one graph: enough to identify it and its package without the manifest."""
-    return {
+    """The metadata_props of one graph: enough to identify it and its package without the manifest.
+
+    A conditional model's graphs also record ``synthgen.condition_dim``, the width of the decoder's ``y``.
+    """
+    metadata = {
         "synthgen.format": manifest["format"],
         "synthgen.name": manifest["name"],
         "synthgen.version": manifest["version"],
@@ -94,6 +111,9 @@ def onnx_metadata(manifest: dict[str, Any], filename: str) -> dict[str, str]:
         "synthgen.created_by": manifest["created_by"],
         "synthgen.created_at": manifest["created_at"],
     }
+    if manifest.get("attributes"):
+        metadata["synthgen.condition_dim"] = str(AttributeSpace.from_manifest(manifest["attributes"]).dim)
+    return metadata
 
 
 def write_manifest(path: Path, manifest: dict[str, Any], files: list[Path]) -> None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import onnx
 import torch
 
 from aae.data import image_grid, load_dataset
@@ -27,6 +28,7 @@ from export.graphs import (
     GraphStats,
     check_graph,
     convert_fp16,
+    decoder_inputs,
     export_graph,
     read_metadata,
     simplify_if_it_helps,
@@ -40,9 +42,9 @@ from export.parity import (
     ParityReport,
     compare,
     compare_onnx,
-    parity_latents,
+    decoder_feeds,
 )
-from synthgen.core.latents import prior_latents
+from synthgen.core.crowd import Crowd
 from synthgen.core.package import ModelPackage, graph_metadata_mismatch, load_package
 from synthgen.core.privacy import METRIC as PRIVACY_METRIC
 from synthgen.core.privacy import calibrate, thumbnails8, write_index
@@ -67,36 +69,41 @@ def _check(report: ParityReport, what: str) -> ParityReport:
 
 def _export_graphs(model: AAE, staging: Path, with_encoder: bool) -> tuple[dict[str, ParityReport], GraphStats]:
     config = model.config
-    std = float(config.prior.get("std", 1.0))
-    z = parity_latents(config.latent_dim, std=std)
+    feeds = decoder_feeds(config.latent_dim, config.attribute_space, std=float(config.prior.get("std", 1.0)))
     decoder = DecoderImageHead(model).eval()
-    export_graph(decoder, torch.zeros(2, config.latent_dim), "z", "images", staging / "decoder.onnx")
-    stats = simplify_if_it_helps(staging / "decoder.onnx", {"z": z[:64]})
-    parity = {"decoder": _check(compare(decoder, staging / "decoder.onnx", z, "z", DECODER_BOUND, "grey levels"), "decoder")}
+    export_graph(decoder, decoder_inputs(model), "images", staging / "decoder.onnx")
+    stats = simplify_if_it_helps(staging / "decoder.onnx", {name: x[:64] for name, x in feeds.items()})
+    parity = {"decoder": _check(compare(decoder, staging / "decoder.onnx", feeds, DECODER_BOUND, "grey levels"), "decoder")}
     convert_fp16(staging / "decoder.onnx", staging / "decoder.fp16.onnx")
     parity["decoder_fp16"] = _check(
-        compare(decoder, staging / "decoder.fp16.onnx", z, "z", DECODER_FP16_BOUND, "grey levels"), "decoder fp16"
+        compare(decoder, staging / "decoder.fp16.onnx", feeds, DECODER_FP16_BOUND, "grey levels"), "decoder fp16"
     )
     if with_encoder:
         encoder = EncoderImageHead(model).eval()
         size = config.image_size
         example = torch.zeros(2, size, size, config.channels, dtype=torch.uint8)
-        export_graph(encoder, example, "images", "z", staging / "encoder.onnx")
+        export_graph(encoder, {"images": example}, "z", staging / "encoder.onnx")
         with torch.no_grad():
-            images = decoder(torch.from_numpy(z)).numpy()
+            images = decoder(*(torch.from_numpy(x) for x in feeds.values())).numpy()
         parity["encoder"] = _check(
-            compare(encoder, staging / "encoder.onnx", images, "images", ENCODER_BOUND, "latent units"), "encoder"
+            compare(encoder, staging / "encoder.onnx", {"images": images}, ENCODER_BOUND, "latent units"), "encoder"
         )
     return parity, stats
 
 
 def _samples(model: AAE, staging: Path) -> np.ndarray:
-    """Decode prior samples: a grid for people, and the calibration set of the uniqueness threshold."""
-    z = torch.from_numpy(
-        prior_latents(model.config.prior, CALIBRATION_SEED, np.arange(CALIBRATION_SAMPLES), model.config.latent_dim)
-    )
+    """Decode prior samples: a grid for people, and the calibration set of the uniqueness threshold.
+
+    They are images 0, 1, ... of a job of seed CALIBRATION_SEED: a conditional model's attributes are drawn
+    from the training marginals, as for a job that names none.
+    """
+    config, crowd, indices = model.config, Crowd(), np.arange(CALIBRATION_SAMPLES)
+    inputs = [torch.from_numpy(crowd.latents(config.prior, CALIBRATION_SEED, indices, config.latent_dim, None))]
+    space = config.attribute_space
+    if space:
+        inputs.append(torch.from_numpy(space.one_hot(crowd.codes(space, CALIBRATION_SEED, len(indices), indices))))
     with torch.no_grad():
-        images: np.ndarray = DecoderImageHead(model).eval()(z).numpy()
+        images: np.ndarray = DecoderImageHead(model).eval()(*inputs).numpy()
     image_grid(images[:64], columns=8).save(staging / "samples.png")
     return images
 
@@ -167,6 +174,7 @@ def export_package(
             uniqueness=uniqueness,
             with_encoder=with_encoder,
             privacy=privacy,
+            attributes=model.config.attribute_space.to_manifest() if model.config.attribute_space else None,
         )
         for graph in (p for p in files if p.suffix == ".onnx"):
             write_metadata(graph, onnx_metadata(manifest, graph.name))
@@ -192,20 +200,27 @@ def verify_package(path: str | Path, checkpoint_path: str | Path | None = None) 
         wrong = graph_metadata_mismatch(package, read_metadata(graph))
         if wrong:
             raise ExportError(f"{graph}: graph metadata {wrong} does not match manifest {package.ref}")
-    lines.append(f"{len(graphs)} graphs pass onnx.checker and carry matching metadata")
-    z = parity_latents(package.latent_dim, std=package.prior_std)
+    feeds = decoder_feeds(package.latent_dim, package.attributes, std=package.prior_std)
+    for graph in (package.path / package.manifest[k]["file"] for k in ("decoder", "decoder_fp16") if k in package.manifest):
+        names = [i.name for i in onnx.load(str(graph), load_external_data=False).graph.input]
+        if names != list(feeds):
+            raise ExportError(f"{graph}: inputs {names}, the manifest's attributes need {list(feeds)}")
+    lines.append(f"{len(graphs)} graphs pass onnx.checker and carry matching metadata; decoder inputs {list(feeds)}")
     if checkpoint_path is not None:
         exported = package.manifest.get("training", {}).get("decoder_exported", "auto")
         model, _ = load_checkpoint(str(checkpoint_path), decoder=exported)
+        space = model.config.attribute_space
+        if (dict(space.values), space.identity) != (dict(package.attributes.values), package.attributes.identity):
+            raise ExportError(f"{checkpoint_path}: its attributes differ from the manifest's of {package.ref}")
         head = DecoderImageHead(model)
         lines.append(
-            _check(compare(head, package.decoder_path, z, "z", DECODER_BOUND, "grey levels"), "decoder vs torch").describe(
+            _check(compare(head, package.decoder_path, feeds, DECODER_BOUND, "grey levels"), "decoder vs torch").describe(
                 "decoder vs torch"
             )
         )
     if "decoder_fp16" in package.manifest:
         fp16 = package.path / package.manifest["decoder_fp16"]["file"]
-        report = _check(compare_onnx(package.decoder_path, fp16, z, "z", DECODER_FP16_BOUND, "grey levels"), "fp16 vs fp32")
+        report = _check(compare_onnx(package.decoder_path, fp16, feeds, DECODER_FP16_BOUND, "grey levels"), "fp16 vs fp32")
         lines.append(report.describe("decoder fp16 vs fp32"))
     return lines
 

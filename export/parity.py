@@ -1,4 +1,7 @@
-"""Parity between onnxruntime and torch, measured in grey levels, over ordinary and extreme latents."""
+"""Parity between onnxruntime and torch, measured in grey levels, over ordinary and extreme latents.
+
+A conditional decoder's parity inputs pair those latents with attributes drawn from the training marginals.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +13,11 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
+from synthgen.core.attributes import AttributeSpace
+
+Feeds = dict[str, np.ndarray]  # a graph's inputs by name
 PARITY_LATENTS = 1024
+PARITY_SEED = 0
 BATCH_SIZES = (1, 7, 64, 256)
 DECODER_BOUND = 1.0  # grey levels: fp32 ORT and torch may differ by one rounding step, no more
 DECODER_FP16_BOUND = 8.0  # grey levels: fp16 arithmetic loses about 3 significant digits
@@ -40,7 +47,7 @@ class ParityReport:
         )
 
 
-def parity_latents(latent_dim: int, count: int = PARITY_LATENTS, std: float = 1.0, seed: int = 0) -> np.ndarray:
+def parity_latents(latent_dim: int, count: int = PARITY_LATENTS, std: float = 1.0, seed: int = PARITY_SEED) -> np.ndarray:
     """Half ordinary prior samples, a quarter uniform in [-4, 4] sigma, an eighth at +-4 sigma exactly, the rest near 0."""
     rng = np.random.default_rng(seed)
     z = rng.standard_normal((count, latent_dim))
@@ -51,32 +58,55 @@ def parity_latents(latent_dim: int, count: int = PARITY_LATENTS, std: float = 1.
     return (z * std).astype(np.float32)
 
 
-def _run_batched(session: ort.InferenceSession, name: str, x: np.ndarray, batch: int) -> np.ndarray:
-    return np.concatenate([session.run(None, {name: x[i : i + batch]})[0] for i in range(0, len(x), batch)])
+def parity_condition(space: AttributeSpace, count: int = PARITY_LATENTS, seed: int = PARITY_SEED) -> np.ndarray:
+    """One-hot attributes [count, space.dim] for a conditional decoder's parity inputs, drawn from the training
+    marginals (``AttributeSpace.draw``) from a fixed seed."""
+    return space.one_hot(space.draw(seed, np.arange(count)))
 
 
-def compare(module: nn.Module, onnx_path: Path, inputs: np.ndarray, input_name: str, bound: float, unit: str) -> ParityReport:
-    """Run torch once and onnxruntime (CPU) at every batch size; report the largest difference seen."""
+def decoder_feeds(latent_dim: int, space: AttributeSpace, std: float = 1.0) -> dict[str, np.ndarray]:
+    """The decoder's parity inputs, by graph input name: ``z``, and ``y`` for a conditional model."""
+    feeds = {"z": parity_latents(latent_dim, std=std)}
+    if space:
+        feeds["y"] = parity_condition(space)
+    return feeds
+
+
+def _count(feeds: Feeds) -> int:
+    return len(next(iter(feeds.values())))
+
+
+def _run_batched(session: ort.InferenceSession, feeds: Feeds, batch: int) -> np.ndarray:
+    return np.concatenate(
+        [session.run(None, {name: x[i : i + batch] for name, x in feeds.items()})[0] for i in range(0, _count(feeds), batch)]
+    )
+
+
+def compare(module: nn.Module, onnx_path: Path, feeds: Feeds, bound: float, unit: str) -> ParityReport:
+    """Run torch once and onnxruntime (CPU) at every batch size; report the largest difference seen.
+
+    ``feeds``: the graph's inputs by name, in the order of ``module.forward``'s arguments.
+    """
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     with torch.no_grad():
-        want = module.eval()(torch.from_numpy(inputs)).numpy().astype(np.float64)
+        want = module.eval()(*(torch.from_numpy(x) for x in feeds.values())).numpy().astype(np.float64)
     worst, total, n = 0.0, 0.0, 0
     for batch in BATCH_SIZES:
-        got = _run_batched(session, input_name, inputs, batch).astype(np.float64)
+        got = _run_batched(session, feeds, batch).astype(np.float64)
         err = np.abs(got - want)
         worst = max(worst, float(err.max()))
         total += float(err.sum())
         n += err.size
-    return ParityReport(len(inputs), worst, total / n, bound, list(BATCH_SIZES), unit)
+    return ParityReport(_count(feeds), worst, total / n, bound, list(BATCH_SIZES), unit)
 
 
-def compare_onnx(reference: Path, candidate: Path, inputs: np.ndarray, input_name: str, bound: float, unit: str) -> ParityReport:
+def compare_onnx(reference: Path, candidate: Path, feeds: Feeds, bound: float, unit: str) -> ParityReport:
     """Parity of one graph against another (an fp16 twin against its fp32 original), without torch."""
     ref = ort.InferenceSession(str(reference), providers=["CPUExecutionProvider"])
-    want = _run_batched(ref, input_name, inputs, 256).astype(np.float64)
+    want = _run_batched(ref, feeds, 256).astype(np.float64)
     cand = ort.InferenceSession(str(candidate), providers=["CPUExecutionProvider"])
     worst, total, n = 0.0, 0.0, 0
     for batch in BATCH_SIZES:
-        err = np.abs(_run_batched(cand, input_name, inputs, batch).astype(np.float64) - want)
+        err = np.abs(_run_batched(cand, feeds, batch).astype(np.float64) - want)
         worst, total, n = max(worst, float(err.max())), total + float(err.sum()), n + err.size
-    return ParityReport(len(inputs), worst, total / n, bound, list(BATCH_SIZES), unit)
+    return ParityReport(_count(feeds), worst, total / n, bound, list(BATCH_SIZES), unit)

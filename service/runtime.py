@@ -64,9 +64,10 @@ class Runtime:
 
     async def decode_images(self, model: LoadedModel, seed: int, indices: np.ndarray, truncation: float | None) -> np.ndarray:
         """Decode a few images, on the workers or in this process, batched with other concurrent requests."""
-        return await self.decode_latents(model, model.latents(seed, indices, truncation))
+        return await self.decode_latents(model, model.inputs(seed, indices, truncation))
 
     async def decode_latents(self, model: LoadedModel, z: np.ndarray) -> np.ndarray:
+        """Decode rows (``LoadedModel.inputs``: z, or [z | y] for a conditional model) -> images."""
         if self.interactive is not None:
             return await self.interactive.decode(model.package.ref, model.package.sha256, z)
         ref = model.package.ref

@@ -21,6 +21,7 @@ from starlette.types import ASGIApp
 from service.api.app import create_app
 from service.embedded_redis import EmbeddedRedis
 from service.settings import Settings
+from tests.support.conditional_model import ConditionalModel, build_conditional_package
 from tests.support.live import LiveService, in_api_decode_without_worker
 
 REPO = Path(__file__).resolve().parent.parent
@@ -81,6 +82,16 @@ def tiny_models_dir(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFact
     models = tmp_path_factory.mktemp("models")
     export_package(tiny_checkpoint, models / "tiny", name="tiny", version="1")
     return models
+
+
+@pytest.fixture(scope="session")
+def tiny_conditional(tmp_path_factory: pytest.TempPathFactory) -> ConditionalModel:
+    """A tiny conditional model (z and the avatars' one-hot labels), trained for a few steps and exported as
+    package 'tiny-cond' version 1 without an encoder: ``.package``, ``.models_dir`` (holding it alone),
+    ``.checkpoint``."""
+    pytest.importorskip("torch")
+    root = tmp_path_factory.mktemp("tiny-cond")
+    return build_conditional_package(root / "models", root / "training")
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import numpy as np
 from tqdm import tqdm
 
 from service.engine.registry import LoadedModel
-from service.engine.rendering import RenderedSample, RenderSpec, encode_samples
+from service.engine.rendering import RenderedSample, RenderSpec, encode_samples, job_inputs
 from synthgen.core.images import EXTENSIONS
 from synthgen.core.webdataset import sample_key
 
@@ -45,11 +45,11 @@ def generate_to_directory(
     ):
         pending = None
         for indices in _batches(count, batch_size):
-            z = model.latents(spec.seed, indices, spec.truncation)
-            images = model.decode(z)
+            rows = job_inputs(model, spec, indices)
+            images = model.decode(rows)
             if pending is not None:
                 _write_samples(pending.result(), out, ext, manifest, bar)
-            pending = pool.submit(encode_samples, model, spec, indices, z, images)
+            pending = pool.submit(encode_samples, model, spec, indices, rows, images)
         if pending is not None:
             _write_samples(pending.result(), out, ext, manifest, bar)
     return out

@@ -11,17 +11,28 @@ import onnxruntime as ort
 
 from service.engine.sessions import Runner, make_runner, open_session, pick_providers
 from service.settings import Settings
+from synthgen.core.attributes import AttributeSpace
+from synthgen.core.crowd import Crowd
 from synthgen.core.errors import ModelPackageError, NotFound
-from synthgen.core.latents import prior_latents
 from synthgen.core.package import ModelPackage, discover_packages
 from synthgen.core.privacy import TrainingIndex
 
 log = logging.getLogger(__name__)
 
 
+EVERYONE = Crowd()  # no control: every attribute drawn from the training marginals, from (seed, index)
+
+
 @dataclass
 class LoadedModel:
-    """A package with its onnxruntime session; ``decode`` is thread-safe (ORT sessions are)."""
+    """A package with its onnxruntime session; ``decode`` is thread-safe (ORT sessions are).
+
+    What the engine moves is one float32 row per image, the decoder's whole input: ``z`` for an
+    unconditional model, ``[z | y]`` for a conditional one (``y`` the one-hot attributes,
+    ``AttributeSpace.one_hot``), so batching, the interactive path and IO binding handle one array
+    whatever the model. ``inputs`` builds the rows, ``decode`` feeds them to the graph, ``split`` takes
+    them apart again.
+    """
 
     package: ModelPackage
     session: ort.InferenceSession
@@ -38,14 +49,77 @@ class LoadedModel:
     def provider(self) -> str:
         return str(self.session.get_providers()[0])
 
-    def decode(self, z: np.ndarray) -> np.ndarray:
-        """Latents float32 [B, latent_dim] -> images uint8 [B, H, W, C]."""
-        assert z.ndim == 2 and z.shape[1] == self.package.latent_dim, z.shape
-        out = self.session.run(["images"], {"z": np.ascontiguousarray(z, dtype=np.float32)})[0]
+    @property
+    def attributes(self) -> AttributeSpace:
+        """The attributes the decoder is conditioned on (an empty space: unconditional)."""
+        return self.package.attributes
+
+    @property
+    def row_dim(self) -> int:
+        """Columns of a decode row: latent_dim, plus condition_dim for a conditional model."""
+        return self.package.latent_dim + self.package.condition_dim
+
+    def feeds(self, rows: np.ndarray) -> dict[str, np.ndarray]:
+        """The graph's inputs of decode rows [B, row_dim]: ``z``, and ``y`` for a conditional model."""
+        assert rows.ndim == 2 and rows.shape[1] == self.row_dim, (rows.shape, self.row_dim)
+        rows = np.asarray(rows, dtype=np.float32)
+        z, y = self.split(rows)
+        out = {"z": np.ascontiguousarray(z)}
+        if y is not None:
+            out["y"] = np.ascontiguousarray(y)
+        return out
+
+    def split(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Decode rows -> (z [B, latent_dim], y [B, condition_dim] or None for an unconditional model)."""
+        dim = self.package.latent_dim
+        return rows[:, :dim], (rows[:, dim:] if self.package.condition_dim else None)
+
+    def decode(self, rows: np.ndarray) -> np.ndarray:
+        """Decode rows float32 [B, row_dim] -> images uint8 [B, H, W, C]."""
+        out = self.session.run(["images"], self.feeds(rows))[0]
         return np.asarray(out, dtype=np.uint8)
 
-    def latents(self, seed: int, indices: np.ndarray, truncation: float | None = None) -> np.ndarray:
-        return prior_latents(self.package.manifest["prior"], seed, indices, self.package.latent_dim, truncation)
+    def latents(self, seed: int, indices: np.ndarray, truncation: float | None = None, crowd: Crowd = EVERYONE) -> np.ndarray:
+        """z [len(indices), latent_dim] of images ``indices`` of ``seed`` (an identity's code plus variation, in
+        identity jobs)."""
+        return crowd.latents(self.package.manifest["prior"], seed, indices, self.package.latent_dim, truncation)
+
+    def codes(self, seed: int, indices: np.ndarray, crowd: Crowd = EVERYONE, count: int | None = None) -> np.ndarray | None:
+        """Attribute value indices [len(indices), len(attributes)] of the images; None for an unconditional model.
+
+        ``count``: the job's image count, which a ``distribution`` needs for its exact quotas.
+        """
+        space = self.attributes
+        if not space:
+            return None
+        if count is None:
+            if crowd.distribution:
+                raise ValueError("a crowd with a distribution needs the job's image count")
+            count = 0  # unused: only quotas depend on the count
+        return crowd.codes(space, seed, count, indices)
+
+    def inputs(
+        self,
+        seed: int,
+        indices: np.ndarray,
+        truncation: float | None = None,
+        crowd: Crowd = EVERYONE,
+        count: int | None = None,
+    ) -> np.ndarray:
+        """Decode rows float32 [len(indices), row_dim] of images ``indices`` of a job: ``z`` or ``[z | y]``."""
+        z = self.latents(seed, indices, truncation, crowd)
+        codes = self.codes(seed, indices, crowd, count)
+        if codes is None:
+            return z
+        return np.concatenate([z, self.attributes.one_hot(codes)], axis=1)
+
+    def labels(self, rows: np.ndarray) -> list[dict[str, str] | None]:
+        """The {name: value} each row was conditioned on (its dominant value, for a blend); None for every row
+        of an unconditional model."""
+        _, y = self.split(rows)
+        if y is None:
+            return [None] * len(rows)
+        return [*self.attributes.labels(self.attributes.codes_of(y))]
 
     def runner(self, io_binding: str) -> Runner:
         """What the worker's batcher calls: IO binding on CUDA (``auto``), plain ``decode`` on CPU."""
@@ -53,7 +127,7 @@ class LoadedModel:
 
     def generate(self, seed: int, indices: np.ndarray, truncation: float | None = None) -> np.ndarray:
         """Images for (seed, indices): the determinism contract in one call."""
-        return self.decode(self.latents(seed, indices, truncation))
+        return self.decode(self.inputs(seed, indices, truncation))
 
 
 class ModelRegistry:

@@ -1,13 +1,19 @@
-"""Rendering samples: latents -> images -> encoded files with their metadata, for the worker, the API and the CLI."""
+"""Rendering samples: decode rows -> images -> encoded files with their metadata, for the worker, the API and the CLI.
+
+A decode row is the decoder's whole input (``LoadedModel.inputs``): ``z``, or ``[z | y]`` for a conditional
+model, whose attributes come from the job's ``Crowd`` (an empty one draws them all from the training
+marginals, from (seed, index)).
+"""
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from service.engine.registry import LoadedModel
+from service.engine.registry import EVERYONE, LoadedModel
+from synthgen.core.crowd import Crowd
 from synthgen.core.images import DEFAULT_FORMAT, DEFAULT_PNG_LEVEL, DEFAULT_QUALITY, EXTENSIONS, encode_image
 from synthgen.core.latents import slerp
 from synthgen.core.webdataset import sample_meta, tar_sample
@@ -24,6 +30,13 @@ class RenderSpec:
     fmt: str = DEFAULT_FORMAT
     quality: int = DEFAULT_QUALITY
     png_compress_level: int = DEFAULT_PNG_LEVEL
+    crowd: Crowd = field(default=EVERYONE)  # who is in the job: attributes, quotas, identities
+    count: int | None = None  # the job's image count: the quotas of a crowd's distribution need it
+
+
+def job_inputs(model: LoadedModel, spec: RenderSpec, indices: np.ndarray) -> np.ndarray:
+    """The decode rows of images ``indices`` of a job."""
+    return model.inputs(spec.seed, indices, spec.truncation, spec.crowd, spec.count)
 
 
 @dataclass
@@ -34,24 +47,28 @@ class RenderedSample:
 
 
 def encode_samples(
-    model: LoadedModel, spec: RenderSpec, indices: np.ndarray, z: np.ndarray, images: np.ndarray
+    model: LoadedModel, spec: RenderSpec, indices: np.ndarray, rows: np.ndarray, images: np.ndarray
 ) -> list[RenderedSample]:
-    """Encode decoded images and attach each one's metadata."""
+    """Encode decoded images and attach each one's metadata (``rows``: what they were decoded from)."""
     pkg = model.package
+    z, _ = model.split(rows)
+    labels = model.labels(rows)
+    identity = spec.crowd.identity_of(indices)
+    identities = [None] * len(indices) if identity is None else [int(i) for i in identity]
     return [
         RenderedSample(
             int(i),
             encode_image(image, spec.fmt, spec.quality, spec.png_compress_level),
-            sample_meta(int(i), spec.seed, latent, pkg.ref, pkg.sha256, spec.truncation),
+            sample_meta(int(i), spec.seed, latent, pkg.ref, pkg.sha256, spec.truncation, attributes, who),
         )
-        for i, latent, image in zip(indices, z, images, strict=True)
+        for i, latent, image, attributes, who in zip(indices, z, images, labels, identities, strict=True)
     ]
 
 
 def render(model: LoadedModel, spec: RenderSpec, indices: np.ndarray) -> list[RenderedSample]:
     """Decode and encode the given indices in one go."""
-    z = model.latents(spec.seed, indices, spec.truncation)
-    return encode_samples(model, spec, indices, z, model.decode(z))
+    rows = job_inputs(model, spec, indices)
+    return encode_samples(model, spec, indices, rows, model.decode(rows))
 
 
 def samples_to_tar(samples: list[RenderedSample], fmt: str) -> tuple[bytes, list[int]]:
@@ -68,25 +85,35 @@ def samples_to_tar(samples: list[RenderedSample], fmt: str) -> tuple[bytes, list
 
 
 def encode_chunk(
-    model: LoadedModel, spec: RenderSpec, indices: np.ndarray, z: np.ndarray, images: np.ndarray
+    model: LoadedModel, spec: RenderSpec, indices: np.ndarray, rows: np.ndarray, images: np.ndarray
 ) -> tuple[bytes, list[int]]:
     """A chunk's tar blocks and sample offsets, from its decoded images (runs in the encode pool)."""
-    return samples_to_tar(encode_samples(model, spec, indices, z, images), spec.fmt)
+    return samples_to_tar(encode_samples(model, spec, indices, rows, images), spec.fmt)
 
 
 def interpolation_latents(
     model: LoadedModel, ends: tuple[tuple[int, int], tuple[int, int]], steps: int, method: str, truncation: float | None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Latents along the path between image (seed, index) ``ends[0]`` and ``ends[1]``, and each one's t."""
+    """Decode rows along the path between image (seed, index) ``ends[0]`` and ``ends[1]``, and each one's t.
+
+    The latents follow the path ``method`` names (slerp or lerp). A conditional model's one-hot attributes,
+    drawn for each end from its (seed, index) as for a single image, are blended linearly: the decoder is a
+    continuous function of them, so the walk stays continuous where an attribute differs between the ends
+    (taking the nearer end's labels would jump half-way), and t = 0 and t = 1 are exactly the two images.
+    """
     (from_seed, from_index), (to_seed, to_index) = ends
-    a = model.latents(from_seed, np.array([from_index]), truncation)[0]
-    b = model.latents(to_seed, np.array([to_index]), truncation)[0]
+    a = model.inputs(from_seed, np.array([from_index]), truncation)[0]
+    b = model.inputs(to_seed, np.array([to_index]), truncation)[0]
+    dim = model.package.latent_dim
     t = np.linspace(0.0, 1.0, steps)
     if method == "slerp":
-        return slerp(a, b, t), t
-    if method == "lerp":
-        return ((1 - t)[:, None] * a + t[:, None] * b).astype(np.float32), t
-    raise ValueError(f"method must be 'slerp' or 'lerp', got {method!r}")
+        z = slerp(a[:dim], b[:dim], t)
+    elif method == "lerp":
+        z = ((1 - t)[:, None] * a[:dim] + t[:, None] * b[:dim]).astype(np.float32)
+    else:
+        raise ValueError(f"method must be 'slerp' or 'lerp', got {method!r}")
+    y = ((1 - t)[:, None] * a[dim:] + t[:, None] * b[dim:]).astype(np.float32)
+    return np.concatenate([z, y], axis=1), t
 
 
 def strip_image(images: np.ndarray) -> np.ndarray:

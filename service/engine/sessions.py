@@ -4,8 +4,8 @@
 thread and spinning settings, and refuses a graph whose names, shapes or metadata do not match its
 manifest. A batch runs with plain ``session.run``, or with ORT IO binding.
 
-With CUDA, IO binding keeps one preallocated device input and one output buffer per batch size:
-the latents are copied into the device buffer, the graph writes uint8 images (4x smaller than
+With CUDA, IO binding keeps preallocated device inputs and one output buffer per batch size:
+the latents (and a conditional model's one-hot attributes) are copied into the device buffers, the graph writes uint8 images (4x smaller than
 float32) into its output buffer, and only those bytes come back to the host. The output buffer is
 page-locked host memory (``cuda_pinned``) when onnxruntime offers it, so the copy back is a DMA.
 On CPU the same code binds numpy-backed buffers, which is what the tests exercise.
@@ -55,6 +55,14 @@ def _check_metadata(package: ModelPackage, path: Path, session: ort.InferenceSes
         raise ModelPackageError(f"{path}: graph metadata {wrong} does not match manifest {package.ref} (mismatched package?)")
 
 
+def graph_inputs(package: ModelPackage) -> dict[str, int]:
+    """The decoder's inputs and their widths: ``z``, and for a conditional model the one-hot ``y``."""
+    inputs = {"z": package.latent_dim}
+    if package.condition_dim:
+        inputs["y"] = package.condition_dim
+    return inputs
+
+
 def open_session(package: ModelPackage, providers: list[str], threads: int = 0, spinning: bool = False) -> ort.InferenceSession:
     """An onnxruntime session of the package's decoder, refused unless its names, shapes and metadata match."""
     path = decoder_for(package, providers)
@@ -70,10 +78,10 @@ def open_session(package: ModelPackage, providers: list[str], threads: int = 0, 
     except Exception as exc:  # onnxruntime raises its own exception types for a bad graph
         raise ModelPackageError(f"{path}: onnxruntime cannot load it ({exc})") from exc
     inputs, outputs = session.get_inputs(), session.get_outputs()
-    if [i.name for i in inputs] != ["z"] or inputs[0].shape[1] != package.latent_dim:
-        raise ModelPackageError(
-            f"{path}: expected input z [batch, {package.latent_dim}], got {[(i.name, i.shape) for i in inputs]}"
-        )
+    expected = graph_inputs(package)
+    if [(i.name, i.shape[1]) for i in inputs] != list(expected.items()):
+        want = " and ".join(f"{name} [batch, {width}]" for name, width in expected.items())
+        raise ModelPackageError(f"{path}: expected input {want}, got {[(i.name, i.shape) for i in inputs]}")
     if [o.name for o in outputs] != ["images"] or list(outputs[0].shape[1:]) != list(package.image_shape):
         raise ModelPackageError(
             f"{path}: expected output images [batch, {', '.join(map(str, package.image_shape))}], "
@@ -84,15 +92,19 @@ def open_session(package: ModelPackage, providers: list[str], threads: int = 0, 
 
 
 class IoBindingRunner:
-    """Runs one session with preallocated input and output buffers, one pair per batch size."""
+    """Runs one session with preallocated input and output buffers, one set per batch size.
+
+    A decode row ``[z | y]`` is split into the graph's inputs as it is copied into their buffers.
+    """
 
     def __init__(self, model: LoadedModel, device: str = "cuda", device_id: int = 0) -> None:
+        self.model = model
         self.session = model.session
         self.device = device
         self.device_id = device_id
-        self.latent_dim = model.package.latent_dim
+        self.inputs = graph_inputs(model.package)
         self.image_shape = model.package.image_shape
-        self._buffers: dict[int, tuple[ort.OrtValue, ort.OrtValue, ort.IOBinding]] = {}
+        self._buffers: dict[int, tuple[dict[str, ort.OrtValue], ort.OrtValue, ort.IOBinding]] = {}
         self._lock = threading.Lock()  # one batch at a time uses the buffers
         self.output_device = self._pick_output_device()
 
@@ -106,22 +118,25 @@ class IoBindingRunner:
             log.info("no cuda_pinned buffers (%s); images come back through device memory", exc)
             return "cuda"
 
-    def _buffers_for(self, n: int) -> tuple[ort.OrtValue, ort.OrtValue, ort.IOBinding]:
+    def _buffers_for(self, n: int) -> tuple[dict[str, ort.OrtValue], ort.OrtValue, ort.IOBinding]:
         if n not in self._buffers:
-            z = ort.OrtValue.ortvalue_from_shape_and_type([n, self.latent_dim], np.float32, self.device, self.device_id)
+            binding = self.session.io_binding()
+            values = {}
+            for name, width in self.inputs.items():
+                values[name] = ort.OrtValue.ortvalue_from_shape_and_type([n, width], np.float32, self.device, self.device_id)
+                binding.bind_ortvalue_input(name, values[name])
             images = ort.OrtValue.ortvalue_from_shape_and_type(
                 [n, *self.image_shape], np.uint8, self.output_device, self.device_id
             )
-            binding = self.session.io_binding()
-            binding.bind_ortvalue_input("z", z)
             binding.bind_ortvalue_output("images", images)
-            self._buffers[n] = (z, images, binding)
+            self._buffers[n] = (values, images, binding)
         return self._buffers[n]
 
-    def __call__(self, z: np.ndarray) -> np.ndarray:
+    def __call__(self, rows: np.ndarray) -> np.ndarray:
         with self._lock:
-            z_value, images, binding = self._buffers_for(len(z))
-            z_value.update_inplace(np.ascontiguousarray(z, dtype=np.float32))
+            values, images, binding = self._buffers_for(len(rows))
+            for name, feed in self.model.feeds(rows).items():
+                values[name].update_inplace(feed)
             binding.synchronize_inputs()
             self.session.run_with_iobinding(binding)
             binding.synchronize_outputs()

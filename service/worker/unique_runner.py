@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from service.engine.registry import LoadedModel
-from service.engine.rendering import RenderSpec, encode_samples, samples_to_tar
+from service.engine.rendering import RenderSpec, encode_samples, job_inputs, samples_to_tar
 from service.queue.jobs import Job, WorkItem
 from service.queue.streams import JobQueue
 from service.queue.unique_state import Collection
@@ -123,13 +123,13 @@ async def run_unique_job(queue: JobQueue, work: UniqueJob, decode: Decode, encod
             if collection:
                 await collection.keep_locked()
             need = min(chunk_size, count - chunk * chunk_size)
-            sources, z, images, embeddings, next_candidate = await _fill_chunk(
+            sources, rows, images, embeddings, next_candidate = await _fill_chunk(
                 work, accepted, decode, next_candidate, need, batch
             )
             first = chunk * chunk_size
             indices = np.arange(first, first + need)
             tar, offsets = await asyncio.get_running_loop().run_in_executor(
-                encode_pool, _encode_with_sources, work, indices, sources, z, images
+                encode_pool, _encode_with_sources, work, indices, sources, rows, images
             )
             stored = embeddings.astype(np.float32).tobytes()  # already in ``accepted``: _fill_chunk added them
             done, _ = await queue.complete_unique_chunk(
@@ -155,7 +155,7 @@ async def _add_collection(accepted: AcceptedSet, collection: Collection, state: 
 async def _fill_chunk(
     work: UniqueJob, accepted: AcceptedSet, decode: Decode, next_candidate: int, need: int, batch: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
-    """Decode candidates in batches until ``need`` pass; returns their sources, latents, images, embeddings.
+    """Decode candidates in batches until ``need`` pass; returns their sources, decode rows, images, embeddings.
 
     Accepted candidates join ``accepted`` as they are chosen, so later batches are checked against them.
     """
@@ -163,8 +163,8 @@ async def _fill_chunk(
     started = time.monotonic()
     while len(picked) < need:
         candidates = np.arange(next_candidate, next_candidate + batch, dtype=np.int64)
-        z = work.model.latents(work.spec.seed, candidates, work.spec.truncation)
-        images = await decode(z, work.item.priority)
+        rows = job_inputs(work.model, work.spec, candidates)
+        images = await decode(rows, work.item.priority)
         emb = thumbnails(images)  # float32, exactly as stored: decisions replay identically after a resume
         allowed = np.flatnonzero(work.novel.novel(images)) if work.novel is not None else np.arange(len(images))
         if work.unique:
@@ -173,7 +173,7 @@ async def _fill_chunk(
         else:
             chosen = [int(i) for i in allowed[: need - len(picked)]]
         for i in chosen:
-            picked.append((int(candidates[i]), z[i], images[i], emb[i]))
+            picked.append((int(candidates[i]), rows[i], images[i], emb[i]))
         next_candidate = int(candidates[chosen[-1]]) + 1 if len(picked) == need else int(candidates[-1]) + 1
         if time.monotonic() - started > 600 and len(picked) < need:
             raise RuntimeError(
@@ -190,9 +190,9 @@ async def _fill_chunk(
 
 
 def _encode_with_sources(
-    work: UniqueJob, indices: np.ndarray, sources: np.ndarray, z: np.ndarray, images: np.ndarray
+    work: UniqueJob, indices: np.ndarray, sources: np.ndarray, rows: np.ndarray, images: np.ndarray
 ) -> tuple[bytes, list[int]]:
-    samples = encode_samples(work.model, work.spec, indices, z, images)
+    samples = encode_samples(work.model, work.spec, indices, rows, images)
     for sample, source in zip(samples, sources, strict=True):
         sample.meta.update(source_index=int(source), unique=work.unique, novel=work.novel is not None)
     return samples_to_tar(samples, work.spec.fmt)

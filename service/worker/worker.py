@@ -18,7 +18,7 @@ import redis.asyncio as aioredis
 
 from service.engine.batching import DynamicBatcher
 from service.engine.registry import LoadedModel, ModelRegistry
-from service.engine.rendering import RenderSpec, encode_chunk
+from service.engine.rendering import RenderSpec, encode_chunk, job_inputs
 from service.queue import keys as K
 from service.queue.jobs import QueueConfig, WorkItem
 from service.queue.result_store import ResultStoreFull, make_result_store
@@ -236,7 +236,8 @@ class Worker:
             raise RuntimeError(
                 f"job wants {job.model} with sha256 {job.sha256[:12]}…, this worker has {model.package.sha256[:12]}…"
             )
-        spec = RenderSpec(job.seed, job.truncation, job.fmt, job.quality, self.settings.png_compress_level)
+        # every attribute from the training marginals: jobs do not name a crowd yet
+        spec = RenderSpec(job.seed, job.truncation, job.fmt, job.quality, self.settings.png_compress_level, count=job.count)
         batcher = self._batcher(model)
         if item.sequential:
             self._submitted(state)  # a unique job decodes batch after batch: nobody should wait for it
@@ -248,13 +249,13 @@ class Worker:
             M.IMAGES.labels(model.package.ref, spec.fmt).inc(item.images)
             return
         indices = np.arange(item.start, item.stop, dtype=np.int64)
-        z = model.latents(spec.seed, indices, spec.truncation)
-        pending = batcher.submit(z, item.priority)
-        self._submitted(state)  # the latents are in the batcher's queue now
+        rows = job_inputs(model, spec, indices)
+        pending = batcher.submit(rows, item.priority)
+        self._submitted(state)  # the decode rows are in the batcher's queue now
         images = await pending
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
-        tar, offsets = await loop.run_in_executor(self._encode_pool, encode_chunk, model, spec, indices, z, images)
+        tar, offsets = await loop.run_in_executor(self._encode_pool, encode_chunk, model, spec, indices, rows, images)
         M.ENCODE_SECONDS.labels(spec.fmt).observe(time.perf_counter() - started)
         done, finished = await self.queue.complete_chunk(item, len(indices), tar, offsets, job.expires_at)
         if done < 0:

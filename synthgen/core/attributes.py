@@ -93,6 +93,18 @@ class AttributeSpace:
             out[np.arange(codes.shape[0]), start + codes[:, column]] = 1.0
         return out
 
+    def codes_of(self, condition: np.ndarray) -> np.ndarray:
+        """The inverse of ``one_hot``: the decoder's condition [B, dim] -> value indices [B, len(names)].
+
+        Each attribute's value is the largest column of its block, so a blend of two codes (an interpolation)
+        reads as its dominant value.
+        """
+        condition = np.asarray(condition).reshape(-1, self.dim)
+        out = np.empty((condition.shape[0], len(self.values)), dtype=np.int64)
+        for column, (name, start) in enumerate(self.offsets().items()):
+            out[:, column] = np.argmax(condition[:, start : start + len(self.values[name])], axis=1)
+        return out
+
     def draw(
         self, seed: int, indices: np.ndarray, names: Sequence[str] | None = None, stream: int = ATTRIBUTE_STREAM
     ) -> np.ndarray:

@@ -12,6 +12,7 @@ from typing import Any
 
 import jsonschema
 
+from synthgen.core.attributes import AttributeSpace
 from synthgen.core.errors import ModelPackageError
 
 MANIFEST_FORMAT = "synthgen.model-package/1"
@@ -62,6 +63,16 @@ class ModelPackage:
         return int(image["height"]), int(image["width"]), int(image["channels"])
 
     @property
+    def attributes(self) -> AttributeSpace:
+        """The attributes a conditional decoder takes beside z; an empty space for an unconditional model."""
+        return AttributeSpace.from_manifest(self.manifest.get("attributes"))
+
+    @property
+    def condition_dim(self) -> int:
+        """Columns of the decoder's one-hot input ``y`` (0: unconditional, the decoder takes ``z`` alone)."""
+        return self.attributes.dim
+
+    @property
     def prior_std(self) -> float:
         return float(self.manifest["prior"].get("std", 1.0))
 
@@ -77,6 +88,12 @@ class ModelPackage:
     @property
     def encoder_path(self) -> Path | None:
         entry = self.manifest.get("encoder")
+        return self.path / str(entry["file"]) if entry else None
+
+    @property
+    def classifier_path(self) -> Path | None:
+        """The attribute classifier (uint8 images -> per-attribute probabilities), when the package has one."""
+        entry = self.manifest.get("classifier")
         return self.path / str(entry["file"]) if entry else None
 
     @property
@@ -105,6 +122,8 @@ def graph_metadata_mismatch(package: ModelPackage, metadata: dict[str, str]) -> 
         "synthgen.name": package.name,
         "synthgen.version": package.version,
         "synthgen.latent_dim": str(package.latent_dim),
+        # recorded only by conditional graphs: an unconditional graph has no entry (None)
+        "synthgen.condition_dim": str(package.condition_dim) if package.condition_dim else None,
     }
     return {k: metadata.get(k) for k, v in expected.items() if metadata.get(k) != v}
 
@@ -126,6 +145,10 @@ def _read_manifest(path: Path) -> dict[str, Any]:
     means = manifest["prior"].get("means") if manifest["prior"]["kind"] == "mixture" else None
     if means is not None and any(len(mean) != manifest["latent_dim"] for mean in means):
         raise ModelPackageError(f"{manifest_path}: every prior mean must have latent_dim={manifest['latent_dim']} values")
+    try:
+        AttributeSpace.from_manifest(manifest.get("attributes"))
+    except (ValueError, KeyError) as exc:
+        raise ModelPackageError(f"{manifest_path}: attributes are inconsistent ({exc})") from exc
     return manifest
 
 
@@ -144,7 +167,7 @@ def load_package(path: str | Path) -> ModelPackage:
         actual = sha256_file(file_path)
         if actual != entry["sha256"]:
             raise ModelPackageError(f"{file_path}: sha256 {actual[:12]}… does not match manifest {entry['sha256'][:12]}…")
-    for role in ("decoder", "decoder_fp16", "encoder", "privacy"):
+    for role in ("decoder", "decoder_fp16", "encoder", "classifier", "privacy"):
         if role in manifest and manifest[role]["file"] not in manifest["files"]:
             raise ModelPackageError(f"{root / 'manifest.json'}: {role} file {manifest[role]['file']} is not listed under files")
     return ModelPackage(root, manifest)

@@ -71,9 +71,18 @@ def tar_end() -> bytes:
 
 
 def sample_meta(
-    index: int, seed: int, latent: np.ndarray, model_ref: str, sha256: str, truncation: float | None
+    index: int,
+    seed: int,
+    latent: np.ndarray,
+    model_ref: str,
+    sha256: str,
+    truncation: float | None,
+    attributes: dict[str, str] | None = None,
+    identity: int | None = None,
 ) -> dict[str, Any]:
-    return {
+    """A sample's ``{key}.json``. ``attributes`` (what a conditional model was conditioned on) and ``identity``
+    (in identity jobs) appear only when given, so an unconditional model's samples keep their bytes."""
+    meta: dict[str, Any] = {
         "index": index,
         "seed": seed,
         "truncation": truncation,
@@ -81,3 +90,8 @@ def sample_meta(
         "model": model_ref,
         "sha256": sha256,
     }
+    if attributes is not None:
+        meta["attributes"] = attributes
+    if identity is not None:
+        meta["identity"] = identity
+    return meta

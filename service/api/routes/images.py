@@ -73,8 +73,10 @@ def _strip(images: np.ndarray, fmt: str, quality: int, level: int) -> bytes:
 
 def _tar(model: LoadedModel, body: InterpolateRequest, z: np.ndarray, t: np.ndarray, images: np.ndarray, level: int) -> bytes:
     pkg, parts = model.package, []
-    for i, (latent, image) in enumerate(zip(z, images, strict=True)):
-        meta = sample_meta(i, body.from_seed, latent, pkg.ref, pkg.sha256, body.truncation)
+    latents, _ = model.split(z)
+    labels = model.labels(z)
+    for i, (latent, image, attributes) in enumerate(zip(latents, images, labels, strict=True)):
+        meta = sample_meta(i, body.from_seed, latent, pkg.ref, pkg.sha256, body.truncation, attributes)
         meta.update(t=float(t[i]), method=body.method, to_seed=body.to_seed, from_index=body.from_index, to_index=body.to_index)
         parts.append(tar_sample(i, EXTENSIONS[body.format], encode_image(image, body.format, body.quality, level), meta))
     return b"".join(parts) + TAR_END
