@@ -14,8 +14,8 @@ import numpy as np
 from PIL import Image
 
 from aae.data import image_grid
+from aae.evaluate import reconstruction_inputs
 from aae.generators import Generator
-from synthgen.core.latents import slerp
 
 TRUNCATIONS: tuple[float | None, ...] = (0.5, 1.0, 1.5, 2.0, None)
 COLUMNS = 8
@@ -27,39 +27,48 @@ def save_grid(images: np.ndarray, path: Path, columns: int = COLUMNS) -> None:
 
 
 def truncation_sweep(generator: Generator, seed: int, columns: int = COLUMNS) -> np.ndarray:
-    """Rows: the same latents at truncation 0.5, 1, 1.5, 2 and none."""
-    return np.concatenate([generator.decode(generator.sample_z(columns, seed, t)) for t in TRUNCATIONS])
+    """Rows: the same latents (and attributes, conditional) at truncation 0.5, 1, 1.5, 2 and none."""
+    return np.concatenate([generator.decode(generator.sample_inputs(columns, seed, t)) for t in TRUNCATIONS])
 
 
 def interpolation_strips(generator: Generator, seed: int, pairs: int = 4, steps: int = COLUMNS) -> np.ndarray:
     """Rows: slerp from one random face to another, ``steps`` faces each (as ``synthgen interpolate``)."""
-    z = generator.sample_z(2 * pairs, seed)
+    z = generator.sample_inputs(2 * pairs, seed)
     t = np.linspace(0.0, 1.0, steps)
-    return generator.decode(np.concatenate([slerp(z[i], z[pairs + i], t) for i in range(pairs)]))
+    return generator.decode(np.concatenate([generator.interpolate(z[i], z[pairs + i], t) for i in range(pairs)]))
 
 
-def reconstruction_rows(generator: Generator, held_out: np.ndarray, columns: int = COLUMNS, groups: int = 2) -> np.ndarray:
-    """Alternating rows: held-out real faces, then their reconstructions decode(encode(x))."""
+def reconstruction_rows(
+    generator: Generator,
+    held_out: np.ndarray,
+    condition: np.ndarray | None = None,
+    columns: int = COLUMNS,
+    groups: int = 2,
+) -> np.ndarray:
+    """Alternating rows: held-out real faces, then their reconstructions decode(encode(x)) (conditional: with
+    x's own labels, ``condition``)."""
     real = held_out[: columns * groups]
-    recon = generator.decode(generator.encode(real))
+    recon = generator.decode(reconstruction_inputs(generator, real, condition))
     rows = [
         part for g in range(groups) for part in (real[g * columns : (g + 1) * columns], recon[g * columns : (g + 1) * columns])
     ]
     return np.concatenate(rows)
 
 
-def write_grids(generator: Generator, held_out: np.ndarray, out: Path, seed: int) -> dict[str, str]:
+def write_grids(
+    generator: Generator, held_out: np.ndarray, out: Path, seed: int, held_out_condition: np.ndarray | None = None
+) -> dict[str, str]:
     """The card's pictures in ``out``; an existing ``samples.png`` (a package's, listed in its manifest) is kept."""
     files: dict[str, str] = {}
     if not (out / "samples.png").exists():
-        save_grid(generator.decode(generator.sample_z(64, seed)), out / "samples.png")
+        save_grid(generator.decode(generator.sample_inputs(64, seed)), out / "samples.png")
     files["samples"] = "samples.png"
     save_grid(truncation_sweep(generator, seed), out / "truncation_sweep.png")
     files["truncation_sweep"] = "truncation_sweep.png"
     save_grid(interpolation_strips(generator, seed + 2), out / "interpolation.png")
     files["interpolation"] = "interpolation.png"
-    if generator.encoder is not None:
-        save_grid(reconstruction_rows(generator, held_out), out / "reconstructions.png")
+    if generator.encoder is not None and (held_out_condition is not None or not generator.attributes):
+        save_grid(reconstruction_rows(generator, held_out, held_out_condition), out / "reconstructions.png")
         files["reconstructions"] = "reconstructions.png"
     return files
 
@@ -202,7 +211,9 @@ def _encoder_rows(metrics: dict[str, Any]) -> list[str]:
         f"| {fit['codes']:,} encoded held-out faces ({fit['codes_are']}) vs as many prior samples, {fit['permutations']} permutations |",
         f"| prior fit: KS statistic, max / mean over dimensions | {fit['ks_max']:.3f} / {fit['ks_mean']:.3f} "
         f"| {fit['ks_critical']:.3f} (5% critical value) | against the prior's exact marginals |",
-        f"| reconstruction MSE (PSNR) | {_g(recon['mse'])} ({recon['psnr_db']:.1f} dB) | | {recon['images']:,} held-out faces, pixels in 0..1 |",
+        f"| reconstruction MSE (PSNR) | {_g(recon['mse'])} ({recon['psnr_db']:.1f} dB) | | {recon['images']:,} held-out faces, pixels in 0..1 |"
+        if recon.get("available")
+        else f"| reconstruction | unavailable | | {recon['reason']} |",
     ]
 
 
@@ -250,10 +261,11 @@ def _comparison_section(
     )
 
 
-def _pictures(files: dict[str, str]) -> str:
+def _pictures(files: dict[str, str], conditional: bool = False) -> str:
     lines = ["## Pictures", ""]
+    drawn = "z drawn from the prior, the attributes from their training marginals" if conditional else "z drawn from the prior"
     captions = {
-        "samples": "Random samples: z drawn from the prior.",
+        "samples": f"Random samples: {drawn}.",
         "truncation_sweep": "Truncation: the same 8 latents at ±0.5σ, ±1σ, ±1.5σ, ±2σ and untruncated (rows, top to bottom).",
         "interpolation": "Interpolation: slerp between two random faces, 4 pairs (rows).",
         "reconstructions": "Reconstructions of held-out faces: real (odd rows) and decode(encode(real)) (the row below each).",
@@ -261,6 +273,18 @@ def _pictures(files: dict[str, str]) -> str:
     for key, file in files.items():
         lines += [f"{captions[key]}", "", f"![{key}]({file})", ""]
     return "\n".join(lines)
+
+
+def _conditional_text(generator: Generator) -> str:
+    space = generator.attributes
+    if not space:
+        return ""
+    names = ", ".join(f"`{n}`" for n in space.names)
+    return (
+        f"It is conditional: the decoder also takes the one-hot codes of {len(space.names)} attributes ({names}; "
+        f"{space.dim} columns), and every sample below has its attributes drawn from their training marginals, "
+        "as a job that names none: these are the model's unconditional samples. "
+    )
 
 
 def _measured_on(model: dict[str, Any]) -> str:
@@ -296,7 +320,7 @@ def render_card(
 ## The model
 
 {model["name"]} is {KIND_NAMES.get(model["kind"], model["kind"])}. Its decoder turns a latent z of {generator.latent_dim}
-dimensions, drawn from the prior {_prior_text(generator.prior)}, into a {size}×{size} RGB face. {_measured_on(model)}
+dimensions, drawn from the prior {_prior_text(generator.prior)}, into a {size}×{size} RGB face. {_conditional_text(generator)}{_measured_on(model)}
 
 {_training_text(metrics["training"])}
 
@@ -316,4 +340,4 @@ the evaluation took {duration(metrics["timing"]["total"])}. Encoder: {metrics["e
 {metrics_table(metrics, size)}
 
 {_comparison_section(metrics, baselines, card_dir, baselines_path)}
-{_pictures(files)}"""
+{_pictures(files, bool(generator.attributes))}"""

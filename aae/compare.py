@@ -139,10 +139,8 @@ def _train_and_evaluate(options: CompareOptions, name: str) -> tuple[dict[str, A
 
 def _side_by_side(generators: list[CheckpointGenerator], out: Path, seed: int) -> dict[str, str]:
     """Rows, one per kind: the same latents decoded by each model; and the same slerp path through each."""
-    from synthgen.core.latents import slerp
-
-    z = generators[0].sample_z(COLUMNS + 2, seed)
-    path = slerp(z[COLUMNS], z[COLUMNS + 1], np.linspace(0.0, 1.0, COLUMNS))
+    z = generators[0].sample_inputs(COLUMNS + 2, seed)
+    path = generators[0].interpolate(z[COLUMNS], z[COLUMNS + 1], np.linspace(0.0, 1.0, COLUMNS))
     save_grid(np.concatenate([g.decode(z[:COLUMNS]) for g in generators]), out / "compare_samples.png")
     save_grid(np.concatenate([g.decode(path) for g in generators]), out / "compare_interpolation.png")
     return {"samples": "compare_samples.png", "interpolation": "compare_interpolation.png"}

@@ -22,6 +22,7 @@ import numpy as np
 
 from aae.data import image_folder, list_images, load_dataset
 from aae.generators import EncoderUnavailable, Generator
+from aae.labels import LabelTable, load_labels
 from aae.metrics import (
     data_copying,
     interpolation_swd,
@@ -30,6 +31,7 @@ from aae.metrics import (
     prior_marginals,
     sliced_wasserstein,
 )
+from synthgen.core.attributes import AttributeSpace
 from synthgen.core.files import write_atomically
 from synthgen.core.similarity import METRIC as UNIQUENESS_METRIC
 
@@ -65,6 +67,10 @@ class EvalData:
     held_out: np.ndarray  # uint8 [N, H, W, C], never seen in training
     train: np.ndarray  # a seeded random subset of the training images
     description: dict[str, Any] = field(default_factory=dict)
+    # a conditional model's one-hot attributes of the held-out images [N, condition_dim], for reconstructions;
+    # None for an unconditional model, or when the held-out images have no labels
+    held_out_condition: np.ndarray | None = None
+    condition_missing: str = ""  # why held_out_condition is None for a conditional model
 
 
 def _training_source(training: dict[str, Any]) -> tuple[str, int, int]:
@@ -92,6 +98,43 @@ def held_out_images(
     return images, f"{source}, images {trained_on}.. (after the training set)"
 
 
+def held_out_labels(training: dict[str, Any], count: int, folder: str | Path | None = None) -> LabelTable | None:
+    """The labels of ``held_out_images``' images (the same ones, in order), or None where they have none."""
+    source, seed, trained_on = _training_source(training)
+    if folder is not None:
+        return load_labels(str(folder), count)
+    return load_labels(source, count, seed, start=trained_on)
+
+
+def condition_of(space: AttributeSpace, table: LabelTable) -> np.ndarray:
+    """A label table's rows as a conditional model's one-hot attributes [N, space.dim], in the model's order.
+
+    Raises ValueError when the table lacks an attribute of the model or has a value the model does not know.
+    """
+    codes = np.empty((len(table), len(space.names)), dtype=np.int64)
+    names = list(table.values)
+    for column, name in enumerate(space.names):
+        if name not in table.values:
+            raise ValueError(f"the held-out labels have no {name!r}")
+        lookup = np.array([space.values[name].index(v) if v in space.values[name] else -1 for v in table.values[name]])
+        codes[:, column] = lookup[table.codes[:, names.index(name)]]
+        if (codes[:, column] < 0).any():
+            raise ValueError(f"the held-out labels have values of {name!r} the model was not trained on")
+    return space.one_hot(codes)
+
+
+def _held_out_condition(generator: Generator, images: np.ndarray, folder: str | Path | None) -> tuple[np.ndarray | None, str]:
+    if not generator.attributes:
+        return None, ""
+    table = held_out_labels(generator.training, len(images), folder)
+    if table is None or len(table) != len(images):
+        return None, "the held-out images have no labels to condition the decoder on"
+    try:
+        return condition_of(generator.attributes, table), ""
+    except ValueError as exc:
+        return None, str(exc)
+
+
 def training_images(training: dict[str, Any], size: int, count: int, seed: int, cache_dir: str | Path) -> np.ndarray:
     """A seeded random subset of ``count`` training images (all of them if there are fewer)."""
     source, data_seed, trained_on = _training_source(training)
@@ -116,7 +159,8 @@ def load_eval_data(
         "held_out": {"source": where, "images": len(images)},
         "train_subset": len(train),
     }
-    return EvalData(images, train, description)
+    condition, missing = _held_out_condition(generator, images, held_out)
+    return EvalData(images, train, description, condition, missing)
 
 
 class Timer:
@@ -156,10 +200,22 @@ def prior_fit_metrics(generator: Generator, data: EvalData, sizes: EvalSizes) ->
     return {"available": True, "codes_are": generator.codes_description(sample=True), **fit.to_dict()}
 
 
+class LabelsUnavailable(RuntimeError):
+    """A conditional model's reconstructions need the images' labels, and the held-out images have none."""
+
+
+def reconstruction_inputs(generator: Generator, images: np.ndarray, condition: np.ndarray | None) -> np.ndarray:
+    """Decode inputs that reconstruct images: their codes, and a conditional model's true attributes of them."""
+    if generator.attributes and condition is None:
+        raise LabelsUnavailable("a conditional model reconstructs from the images' own labels")
+    return generator.with_condition(generator.encode(images), None if condition is None else condition[: len(images)])
+
+
 def reconstruction_metrics(generator: Generator, data: EvalData, sizes: EvalSizes) -> dict[str, Any]:
-    """Mean squared error (pixels in 0..1) of decode(encode(x)) on held-out images."""
+    """Mean squared error (pixels in 0..1) of decode(encode(x)) (with x's own labels, conditional) on held-out images."""
     images = data.held_out[: sizes.prior_codes]
-    error = (generator.decode(generator.encode(images)).astype(np.float64) - images) / 255.0
+    rows = reconstruction_inputs(generator, images, data.held_out_condition)
+    error = (generator.decode(rows).astype(np.float64) - images) / 255.0
     mse = float((error**2).mean())
     return {"available": True, "images": len(images), "mse": mse, "psnr_db": 10 * math.log10(1 / max(mse, 1e-12))}
 
@@ -187,10 +243,11 @@ def diversity_metrics(generator: Generator, samples: np.ndarray, data: EvalData,
 def interpolation_metrics(generator: Generator, data: EvalData, sizes: EvalSizes) -> dict[str, Any]:
     """Midpoint SWD against endpoint SWD of random pairs, for slerp (the service's default) and lerp."""
     p = sizes.pairs
-    z = generator.sample_z(2 * p, sizes.seed + 2)
+    z = generator.sample_inputs(2 * p, sizes.seed + 2)
     reference = data.held_out[:p]
-    slerp = interpolation_swd(generator.decode, z[:p], z[p:], reference, "slerp", sizes.patches, sizes.seed)
-    lerp = interpolation_swd(generator.decode, z[:p], z[p:], reference, "lerp", sizes.patches, sizes.seed, slerp.endpoints)
+    a, b, decode, between = z[:p], z[p:], generator.decode, generator.midpoints
+    slerp = interpolation_swd(decode, a, b, reference, "slerp", sizes.patches, sizes.seed, between=between)
+    lerp = interpolation_swd(decode, a, b, reference, "lerp", sizes.patches, sizes.seed, slerp.endpoints, between)
     return {"pairs": p, "slerp": slerp.to_dict(), "lerp": lerp.to_dict()}
 
 
@@ -203,6 +260,8 @@ def _encoder_metrics(generator: Generator, data: EvalData, sizes: EvalSizes, tim
     except EncoderUnavailable as exc:
         unavailable = {"available": False, "reason": f"no encoder: {exc}"}
         return {"prior_fit": unavailable, "reconstruction": unavailable}
+    except LabelsUnavailable as exc:
+        reconstruction = {"available": False, "reason": f"no labels: {exc}; {data.condition_missing}"}
     return {"prior_fit": fit, "reconstruction": reconstruction}
 
 
@@ -221,7 +280,8 @@ def evaluate(generator: Generator, data: EvalData, sizes: EvalSizes) -> dict[str
     timer = Timer()
     started = time.perf_counter()
     with timer("samples"):
-        samples = generator.decode(generator.sample_z(max(sizes.swd, sizes.duplicates), sizes.seed))
+        # unconditional samples: a conditional model's attributes are drawn from the training marginals
+        samples = generator.decode(generator.sample_inputs(max(sizes.swd, sizes.duplicates), sizes.seed))
     with timer("swd"):
         swd = swd_metrics(samples, data, sizes)
     encoder = _encoder_metrics(generator, data, sizes, timer)
@@ -282,7 +342,7 @@ def evaluate_into(
     loaded = time.perf_counter()
     metrics = evaluate(generator, data, sizes)
     grids = time.perf_counter()
-    files = write_grids(generator, data.held_out, out, sizes.seed)
+    files = write_grids(generator, data.held_out, out, sizes.seed, data.held_out_condition)
     metrics["files"] = {**files, "card": "card.md", "metrics": "metrics.json"}
     seconds = metrics["timing"]["seconds"]
     seconds["data"], seconds["grids"] = round(loaded - started, 2), round(time.perf_counter() - grids, 2)

@@ -8,7 +8,9 @@ Two implementations of one interface:
 - ``CheckpointGenerator``: a torch checkpoint, for the AE / VAE / AAE comparison runs.
 
 Both draw latents with the contract's counter-based ``prior_latents``: sample i of seed s is image i of a
-job with seed s.
+job with seed s. A conditional model decodes rows ``[z | y]``, as the service does (``sample_inputs``): the
+one-hot attributes ``y`` of sample i are drawn from the training marginals from (s, i), as for a job that
+names none (``synthgen.core.crowd.Crowd``), so its samples are unconditional samples of the model.
 """
 
 from __future__ import annotations
@@ -20,9 +22,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from aae.metrics import midpoints
 from aae.model import AAE, images_uint8, load_checkpoint
+from synthgen.core.attributes import AttributeSpace
+from synthgen.core.crowd import Crowd
 from synthgen.core.errors import ModelPackageError
-from synthgen.core.latents import prior_latents
+from synthgen.core.latents import interpolate_inputs, prior_latents
 from synthgen.core.package import ModelPackage, graph_metadata_mismatch, load_package, sha256_file
 from synthgen.core.similarity import CALIBRATION_SAMPLES, CALIBRATION_SEED, calibrate_threshold
 
@@ -62,7 +67,8 @@ class TorchEncoder:
 
 
 class OnnxDecoder:
-    """A package's ``decoder.onnx`` on CPU: z -> uint8 NHWC images, refused unless its metadata match the manifest."""
+    """A package's ``decoder.onnx`` on CPU: z (and y) -> uint8 NHWC images, refused unless its metadata match the
+    manifest."""
 
     def __init__(self, package: ModelPackage) -> None:
         import onnxruntime as ort
@@ -72,9 +78,11 @@ class OnnxDecoder:
         if wrong:
             raise ModelPackageError(f"{package.decoder_path}: graph metadata {wrong} does not match manifest {package.ref}")
 
-    def __call__(self, z: np.ndarray) -> np.ndarray:
-        out = self.session.run(["images"], {"z": np.ascontiguousarray(z, dtype=np.float32)})[0]
-        return np.asarray(out, dtype=np.uint8)
+    def __call__(self, z: np.ndarray, y: np.ndarray | None = None) -> np.ndarray:
+        feeds = {"z": np.ascontiguousarray(z, dtype=np.float32)}
+        if y is not None:
+            feeds["y"] = np.ascontiguousarray(y, dtype=np.float32)
+        return np.asarray(self.session.run(["images"], feeds)[0], dtype=np.uint8)
 
 
 class OnnxEncoder:
@@ -96,8 +104,13 @@ Encoder = TorchEncoder | OnnxEncoder
 
 
 class Generator:
-    """Decode prior latents to uint8 images [N, H, W, C]; encode images to codes when an encoder is present."""
+    """Decode prior latents to uint8 images [N, H, W, C]; encode images to codes when an encoder is present.
 
+    What ``decode`` takes is the decoder's whole input, one row per image: z, or ``[z | y]`` for a conditional
+    model (``attributes`` not empty; y its one-hot attributes, ``AttributeSpace.one_hot``).
+    """
+
+    attributes: AttributeSpace = AttributeSpace({})
     name: str
     kind: str  # "aae", "ae" or "vae"
     prior: dict[str, Any]
@@ -108,15 +121,46 @@ class Generator:
     encoder: Encoder | None = None
     encoder_source: str = ""  # where the encoder comes from, or why there is none
 
-    def _decode(self, z: np.ndarray) -> np.ndarray:
+    def _decode(self, z: np.ndarray, y: np.ndarray | None) -> np.ndarray:
         raise NotImplementedError
 
-    def decode(self, z: np.ndarray) -> np.ndarray:
-        return _batched(self._decode, np.asarray(z, dtype=np.float32))
+    def decode(self, rows: np.ndarray) -> np.ndarray:
+        """Decode inputs [N, latent_dim (+ condition_dim)] -> images."""
+        rows = np.asarray(rows, dtype=np.float32)
+        if rows.ndim != 2 or rows.shape[1] != self.latent_dim + self.attributes.dim:
+            raise ValueError(f"expected decode inputs [N, {self.latent_dim + self.attributes.dim}], got {rows.shape}")
+        dim, conditional = self.latent_dim, bool(self.attributes)
+        return _batched(lambda x: self._decode(x[:, :dim], x[:, dim:] if conditional else None), rows)
 
     def sample_z(self, n: int, seed: int, truncation: float | None = None, start: int = 0) -> np.ndarray:
         """Latents of images ``start`` .. ``start + n - 1`` of a job with this seed (and truncation)."""
         return prior_latents(self.prior, seed, np.arange(start, start + n), self.latent_dim, truncation)
+
+    def sample_inputs(self, n: int, seed: int, truncation: float | None = None, start: int = 0) -> np.ndarray:
+        """Decode inputs of images ``start`` .. ``start + n - 1`` of a job with this seed: their latents, and for a
+        conditional model their attributes drawn from the training marginals (a job that names none)."""
+        indices = np.arange(start, start + n)
+        z = self.sample_z(n, seed, truncation, start)
+        if not self.attributes:
+            return z
+        return self.with_condition(z, self.attributes.one_hot(Crowd().codes(self.attributes, seed, n, indices)))
+
+    def with_condition(self, z: np.ndarray, condition: np.ndarray | None) -> np.ndarray:
+        """Decode inputs of latents z and, for a conditional model, their one-hot attributes (required then)."""
+        if not self.attributes:
+            return np.asarray(z, dtype=np.float32)
+        if condition is None:
+            raise ValueError(f"{self.name} is conditional: decoding needs the images' attributes")
+        return np.concatenate([z, condition], axis=1).astype(np.float32)
+
+    def interpolate(self, a: np.ndarray, b: np.ndarray, t: np.ndarray, method: str = "slerp") -> np.ndarray:
+        """Decode inputs along the path from row a to row b, as the service's interpolations walk it."""
+        return interpolate_inputs(a, b, t, method, self.latent_dim)
+
+    def midpoints(self, a: np.ndarray, b: np.ndarray, method: str = "slerp") -> np.ndarray:
+        """The halfway rows of pairs (a_i, b_i) [N, D]: ``interpolate`` at t = 1/2, for many pairs at once."""
+        dim = self.latent_dim
+        return np.concatenate([midpoints(a[:, :dim], b[:, :dim], method), (a[:, dim:] + b[:, dim:]) / 2], axis=1)
 
     def encode(self, images: np.ndarray, sample: bool = False, seed: int = 0) -> np.ndarray:
         """Codes of images; with ``sample``, a VAE's torch encoder draws z ~ q(z|x) instead of taking its mean."""
@@ -130,7 +174,10 @@ class Generator:
         return "posterior means" if self.kind == "vae" else "deterministic codes"
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "kind": self.kind, "prior": _prior_summary(self.prior), "latent_dim": self.latent_dim}
+        out = {"name": self.name, "kind": self.kind, "prior": _prior_summary(self.prior), "latent_dim": self.latent_dim}
+        if self.attributes:
+            out["attributes"] = {"names": list(self.attributes.names), "condition_dim": self.attributes.dim}
+        return out
 
 
 def _prior_summary(prior: dict[str, Any]) -> dict[str, Any]:
@@ -150,14 +197,16 @@ class CheckpointGenerator(Generator):
         self.path = Path(path)
         self.name, self.kind, self.prior = self.path.parent.name, config.kind, config.prior
         self.latent_dim, self.image_size = config.latent_dim, config.image_size
+        self.attributes = config.attribute_space
         self.training = dict(checkpoint.get("summary", {}))
         self.encoder, self.encoder_source = TorchEncoder(self.model), f"torch checkpoint {self.path}"
-        calibration = self.decode(self.sample_z(CALIBRATION_SAMPLES, CALIBRATION_SEED))
+        calibration = self.decode(self.sample_inputs(CALIBRATION_SAMPLES, CALIBRATION_SEED))
         self.uniqueness_threshold = calibrate_threshold(calibration)
 
     @torch.no_grad()
-    def _decode(self, z: np.ndarray) -> np.ndarray:
-        out: np.ndarray = images_uint8(self.model.decoder(torch.from_numpy(z))).numpy()
+    def _decode(self, z: np.ndarray, y: np.ndarray | None) -> np.ndarray:
+        condition = None if y is None else torch.from_numpy(np.ascontiguousarray(y))
+        out: np.ndarray = images_uint8(self.model.decoder(torch.from_numpy(np.ascontiguousarray(z)), condition)).numpy()
         return out
 
     def describe(self) -> dict[str, Any]:
@@ -184,12 +233,13 @@ class PackageGenerator(Generator):
         manifest = self.package.manifest
         self.name, self.kind, self.prior = self.package.ref, manifest["config"].get("kind", "aae"), manifest["prior"]
         self.latent_dim, self.image_size = self.package.latent_dim, self.package.image_shape[0]
+        self.attributes = self.package.attributes
         self.training = dict(manifest.get("training", {}))
         self.uniqueness_threshold = self.package.uniqueness_threshold
         self.encoder, self.encoder_source = _package_encoder(self.package, checkpoint)
 
-    def _decode(self, z: np.ndarray) -> np.ndarray:
-        return self.decoder(z)
+    def _decode(self, z: np.ndarray, y: np.ndarray | None) -> np.ndarray:
+        return self.decoder(z, y)
 
     def describe(self) -> dict[str, Any]:
         manifest = self.package.manifest

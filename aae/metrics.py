@@ -314,15 +314,17 @@ def interpolation_swd(
     per_image: int = 128,
     seed: int = 0,
     endpoints: SWDResult | None = None,
+    between: Callable[[np.ndarray, np.ndarray, str], np.ndarray] = midpoints,
 ) -> InterpolationSWD:
     """SWD against real images [N, H, W, C] of the midpoints of latent pairs (a_i, b_i), and of the endpoints a_i.
 
     The point between a cat and a dog should not be a Pegasus: a model whose latent space has holes between its
     training codes decodes midpoints that are further from real images than its endpoints are.
     ``endpoints``: the endpoints' SWD from an earlier call on the same pairs and settings, to reuse.
+    ``between``: the midpoints of the pairs (a conditional model's ``Generator.midpoints`` also blends the attributes).
     """
     if not len(a) == len(b) == len(reference):
         raise ValueError(f"expected as many pairs as reference images, got {len(a)}, {len(b)} and {len(reference)}")
     ends = endpoints or sliced_wasserstein(decode(a), reference, per_image=per_image, seed=seed)
-    middle = sliced_wasserstein(decode(midpoints(a, b, method)), reference, per_image=per_image, seed=seed)
+    middle = sliced_wasserstein(decode(between(a, b, method)), reference, per_image=per_image, seed=seed)
     return InterpolationSWD(method, len(a), ends, middle)

@@ -116,7 +116,7 @@ def score(name: str, run: Path, out: Path, cache_dir: str) -> dict[str, Any]:
     data = load_eval_data(generator, sizes, cache_dir=cache_dir)
     n = sizes.swd
     a, b = data.held_out[:n], data.held_out[n : 2 * n]
-    samples = generator.decode(generator.sample_z(n, sizes.seed))
+    samples = generator.decode(generator.sample_inputs(n, sizes.seed))
     reconstructions = generator.decode(generator.encode(b))
     image_grid(samples[:64], columns=8).save(out / f"{name}_samples.png")
     pairs = np.stack([b[:32], reconstructions[:32]], axis=1).reshape(64, *b.shape[1:])

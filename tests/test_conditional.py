@@ -206,3 +206,46 @@ def test_single_images_and_interpolations_on_the_conditional_model(
     strip = client.post("/v1/interpolate?layout=strip", json={**body, "format": "npy"})
     rows, _ = interpolation_latents(model, ((77, 4), (78, 0)), 4, "slerp", None)
     assert np.array_equal(_npy(strip.content), model.decode(rows))
+
+
+def test_the_evaluation_tools_sample_a_conditional_model_as_the_service_does(
+    tiny_conditional: ConditionalModel, model: LoadedModel
+) -> None:
+    from aae.generators import CheckpointGenerator, PackageGenerator
+
+    generator = PackageGenerator(tiny_conditional.package, tiny_conditional.checkpoint)
+    rows = generator.sample_inputs(20, 6, truncation=1.5, start=10)
+    assert np.array_equal(rows, model.inputs(6, np.arange(10, 30), 1.5))
+    assert np.array_equal(generator.decode(rows), model.decode(rows))
+    torch_images = CheckpointGenerator(tiny_conditional.checkpoint).decode(rows).astype(int)
+    assert np.abs(torch_images - model.decode(rows)).max() <= 1  # the export's parity bound
+    a, b = rows[:3], rows[3:6]
+    halfway = generator.midpoints(a, b, "slerp")
+    assert np.allclose(halfway[0], generator.interpolate(a[0], b[0], np.array([0.0, 0.5, 1.0]))[1], atol=1e-5)
+    with pytest.raises(ValueError, match="decode inputs"):
+        generator.decode(rows[:, :8])  # z alone is not enough for a conditional decoder
+
+
+def test_evaluate_writes_the_card_of_a_conditional_package(
+    tiny_conditional: ConditionalModel, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import shutil
+
+    package = tmp_path / "models" / "tiny-cond"
+    shutil.copytree(tiny_conditional.package, package)
+    sizes = ["--samples", "32", "--duplicates", "100", "--prior-codes", "40", "--permutations", "20", "--pairs", "16"]
+    sizes += ["--train-neighbours", "50", "--patches", "16", "--cache-dir", str(tmp_path / "cache")]
+    assert main(["evaluate", str(package), "--checkpoint", str(tiny_conditional.checkpoint), *sizes]) == 0
+    metrics = json.loads((package / "metrics.json").read_text())
+    assert metrics["model"]["attributes"]["condition_dim"] == load_package(package).condition_dim
+    assert metrics["swd"]["samples"]["average_x1e3"] > 0 and metrics["prior_fit"]["available"]
+    assert metrics["reconstruction"]["available"] and metrics["reconstruction"]["mse"] > 0  # with the faces' own labels
+    assert {"slerp", "lerp"} <= set(metrics["interpolation"])
+    card = (package / "card.md").read_text()
+    assert "It is conditional" in card and "attributes from their training marginals" in card
+    assert (package / "reconstructions.png").is_file() and (package / "interpolation.png").is_file()
+
+    # without the checkpoint there is no encoder: the rest of the card still stands
+    assert main(["evaluate", str(package), *sizes]) == 0
+    metrics = json.loads((package / "metrics.json").read_text())
+    assert metrics["reconstruction"]["available"] is False and metrics["swd"]["samples"]["average_x1e3"] > 0

@@ -15,7 +15,7 @@ import numpy as np
 from service.engine.registry import EVERYONE, LoadedModel
 from synthgen.core.crowd import Crowd
 from synthgen.core.images import DEFAULT_FORMAT, DEFAULT_PNG_LEVEL, DEFAULT_QUALITY, EXTENSIONS, encode_image
-from synthgen.core.latents import slerp
+from synthgen.core.latents import interpolate_inputs
 from synthgen.core.webdataset import sample_meta, tar_sample
 
 log = logging.getLogger(__name__)
@@ -96,24 +96,14 @@ def interpolation_latents(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Decode rows along the path between image (seed, index) ``ends[0]`` and ``ends[1]``, and each one's t.
 
-    The latents follow the path ``method`` names (slerp or lerp). A conditional model's one-hot attributes,
-    drawn for each end from its (seed, index) as for a single image, are blended linearly: the decoder is a
-    continuous function of them, so the walk stays continuous where an attribute differs between the ends
-    (taking the nearer end's labels would jump half-way), and t = 0 and t = 1 are exactly the two images.
+    Each end is the row of that single image (a conditional model's attributes drawn from its (seed, index));
+    z follows ``method`` and the one-hot attributes blend linearly (``interpolate_inputs``).
     """
     (from_seed, from_index), (to_seed, to_index) = ends
     a = model.inputs(from_seed, np.array([from_index]), truncation)[0]
     b = model.inputs(to_seed, np.array([to_index]), truncation)[0]
-    dim = model.package.latent_dim
     t = np.linspace(0.0, 1.0, steps)
-    if method == "slerp":
-        z = slerp(a[:dim], b[:dim], t)
-    elif method == "lerp":
-        z = ((1 - t)[:, None] * a[:dim] + t[:, None] * b[:dim]).astype(np.float32)
-    else:
-        raise ValueError(f"method must be 'slerp' or 'lerp', got {method!r}")
-    y = ((1 - t)[:, None] * a[dim:] + t[:, None] * b[dim:]).astype(np.float32)
-    return np.concatenate([z, y], axis=1), t
+    return interpolate_inputs(a, b, t, method, model.package.latent_dim), t
 
 
 def strip_image(images: np.ndarray) -> np.ndarray:

@@ -143,3 +143,22 @@ def slerp(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
         return ((1 - t) * a64 + t * b64).astype(np.float32)
     s = math.sin(omega)
     return ((np.sin((1 - t) * omega) / s) * a64 + (np.sin(t * omega) / s) * b64).astype(np.float32)
+
+
+def interpolate_inputs(a: np.ndarray, b: np.ndarray, t: np.ndarray, method: str, latent_dim: int) -> np.ndarray:
+    """Decode inputs [steps, D] along the path from row ``a`` to row ``b`` [D], at fractions t [steps].
+
+    The first ``latent_dim`` columns (z) follow ``method``: slerp, which keeps the path at the prior's typical
+    radius, or lerp. The rest, a conditional model's one-hot attributes, are blended linearly: the decoder is a
+    continuous function of them, so the walk stays continuous where an attribute differs between the ends
+    (taking the nearer end's attributes would jump half-way), and t = 0 and t = 1 give exactly the two ends.
+    """
+    t = np.asarray(t, dtype=np.float64)
+    if method == "slerp":
+        z = slerp(a[:latent_dim], b[:latent_dim], t)
+    elif method == "lerp":
+        z = ((1 - t)[:, None] * a[:latent_dim] + t[:, None] * b[:latent_dim]).astype(np.float32)
+    else:
+        raise ValueError(f"method must be 'slerp' or 'lerp', got {method!r}")
+    condition = ((1 - t)[:, None] * a[latent_dim:] + t[:, None] * b[latent_dim:]).astype(np.float32)
+    return np.concatenate([z, condition], axis=1)

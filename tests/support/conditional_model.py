@@ -32,8 +32,11 @@ class ConditionalModel:
         return f"{self.name}@{self.version}"
 
 
-def train_conditional_checkpoint(out_dir: Path, images: int = 256, steps: int = 20) -> Path:
-    """A few steps of a tiny conditional AAE on ``images`` labeled avatar faces; returns its checkpoint."""
+def train_conditional_checkpoint(out_dir: Path, images: int = 192, steps: int = 20) -> Path:
+    """A few steps of a tiny conditional AAE on ``images`` labeled avatar faces; returns its checkpoint.
+
+    One thread: on a busy machine, torch's thread pool only adds contention to a model this small.
+    """
     from aae.model import AAEConfig
     from aae.train import TrainOptions, train
 
@@ -43,6 +46,7 @@ def train_conditional_checkpoint(out_dir: Path, images: int = 256, steps: int = 
         epochs=2,
         batch_size=16,
         max_steps=steps,
+        threads=1,
         conditional=True,
         out_dir=str(out_dir),
         cache_dir=str(out_dir / "cache"),
