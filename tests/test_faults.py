@@ -19,7 +19,6 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-import redis
 from fastapi.testclient import TestClient
 
 from service.engine.registry import ModelRegistry
@@ -27,10 +26,9 @@ from service.engine.rendering import RenderSpec, render, samples_to_tar
 from service.queue import keys as K
 from synthgen.cli import main
 from synthgen.client import SynthgenClient
-from synthgen.core.jobs import Priority
 from synthgen.core.webdataset import tar_end
 from tests.support.jobs import clean_tar_digest, download_digest, expected_names, finished, tar_names, wait_job
-from tests.support.live import REPO, LiveService, free_port
+from tests.support.live import REPO, LiveService, busiest_worker, free_port, held_by_pid
 
 SEED = 20_000
 LONG = pytest.mark.timeout(3600)
@@ -47,28 +45,6 @@ def digests(tiny_models_dir: Path) -> Callable[[int], str]:
         return known[count]
 
     return digest
-
-
-def _held_by_pid(service: LiveService, client: redis.Redis) -> dict[int, int]:
-    """Unacknowledged work items per worker process (consumers are named host-pid), over every shard."""
-    held: dict[int, int] = {}
-    for shard in range(service.keys.shards):
-        stream = service.keys.stream(shard, Priority.BULK)
-        if not client.exists(stream):
-            continue
-        for c in client.xinfo_consumers(stream, K.WORKER_GROUP):
-            pid = int(c["name"].decode().rsplit("-", 1)[1])
-            held[pid] = held.get(pid, 0) + int(c["pending"])
-    return held
-
-
-def _busiest_worker(service: LiveService, client: redis.Redis, rng: random.Random) -> tuple[subprocess.Popen[bytes], int]:
-    """The worker process holding the most unacknowledged work items."""
-    held = _held_by_pid(service, client)
-    live = list(service.workers)
-    rng.shuffle(live)
-    victim = max(live, key=lambda w: held.get(w.pid, 0))
-    return victim, held.get(victim.pid, 0)
 
 
 @pytest.mark.parametrize(
@@ -96,16 +72,16 @@ def test_sigkill_a_worker_mid_job_again_and_again(
             job = http.post("/v1/jobs", json={"count": count, "seed": SEED}).json()
             at = int(count * rng.uniform(0.1, 0.6))
             wait_job(http, job["id"], lambda j, at=at: j["done"] >= at)
-            victim, held = _busiest_worker(service, client, rng)
+            victim, held = busiest_worker(service, client, rng)
             for _ in range(100):  # between two reads a worker may hold nothing: kill one that holds work
                 if held:
                     break
                 time.sleep(0.01)
-                victim, held = _busiest_worker(service, client, rng)
+                victim, held = busiest_worker(service, client, rng)
             redeliveries = int(client.get(K.REDELIVERIES_KEY) or 0)
             service.kill_worker(victim)
             # what the dead worker really held: measured after the kill (before it, it may still have finished them)
-            held_at_death = _held_by_pid(service, client).get(victim.pid, 0)
+            held_at_death = held_by_pid(service, client).get(victim.pid, 0)
             done_at_kill = http.get(f"/v1/jobs/{job['id']}").json()["done"]
             assert done_at_kill < count, f"run {run}: the job finished before the kill; make it bigger"
             kills += 1

@@ -162,6 +162,9 @@ def test_models_health_readiness_and_metrics(client: TestClient) -> None:
             "default": True,
             "provider": "CPUExecutionProvider",
             "uniqueness_threshold": models[0]["uniqueness_threshold"],
+            "attributes": {},  # unconditional
+            "identity_attributes": [],
+            "classifier": None,
         }
     ]
     assert models[0]["uniqueness_threshold"] > 0

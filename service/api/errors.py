@@ -18,6 +18,7 @@ log = logging.getLogger(__name__)
 # The HTTP status of each domain error (the most specific class wins: QuotaExceeded is a QueueFull).
 STATUS_OF: dict[type[E.SynthgenError], int] = {
     E.InvalidRequest: 422,
+    E.InvalidCrowd: 400,  # a valid body the model's attributes cannot satisfy
     E.Unauthorized: 401,
     E.Forbidden: 403,
     E.NotFound: 404,

@@ -2,28 +2,52 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from service.settings import default
+from synthgen.core.crowd import DEFAULT_VARIATION
 from synthgen.core.images import DEFAULT_FORMAT, DEFAULT_QUALITY, ImageFormat
 from synthgen.core.jobs import JobStatus, Priority
 from synthgen.core.latents import MAX_SEED
 
 MAX_COUNT = default("max_count")  # the schema's bound; a server's SYNTHGEN_MAX_COUNT may be lower
+MAX_ATTRIBUTES = 64  # names in one request's attributes or distribution (a model has a dozen)
+MAX_VALUES = 256  # values of one attribute in a distribution
+
+AttributeName = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+AttributeValue = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+Share = Annotated[float, Field(allow_inf_nan=False)]  # [0, 1] is checked with the model: a 400 naming the value
 
 
 class JobRequest(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
-        json_schema_extra={"examples": [{"count": 1000, "seed": 42, "format": "png", "truncation": 2.0}]},
+        json_schema_extra={
+            "examples": [
+                {"count": 1000, "seed": 42, "format": "png", "truncation": 2.0},
+                {
+                    "count": 1000,
+                    "seed": 7,
+                    "attributes": {"glasses": "none"},
+                    "distribution": {"skin_color": {"light": 0.25, "brown": 0.25, "dark_brown": 0.25, "black": 0.25}},
+                },
+                {"identities": 100, "per_identity": 20, "seed": 7, "distribution": {"skin_color": {"light": 0.5, "black": 0.5}}},
+            ]
+        },
     )
 
     model: str | None = Field(
         default=None, max_length=128, description="Model name, or name@version; the default model when omitted."
     )
-    count: int = Field(ge=1, le=MAX_COUNT, description="Number of images (the server's max_count may be lower).")
+    count: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_COUNT,
+        description="Number of images (the server's max_count may be lower). Required, except with identities and "
+        "per_identity: then it may be omitted, and if given must equal identities x per_identity.",
+    )
     seed: int | None = Field(
         default=None,
         ge=0,
@@ -51,6 +75,38 @@ class JobRequest(BaseModel):
         pattern=r"^[A-Za-z0-9._-]{1,64}$",
         description="Keep uniqueness across all jobs of this collection for this key (implies unique).",
     )
+    attributes: dict[AttributeName, AttributeValue] = Field(
+        default_factory=dict,
+        max_length=MAX_ATTRIBUTES,
+        description="{name: value}: every image has these attribute values (a conditional model's names and values, "
+        "listed by GET /v1/models). Attributes not named are drawn from the training labels' distribution, from "
+        "(seed, index).",
+        examples=[{"glasses": "none", "hair_color": "black"}],
+    )
+    distribution: dict[AttributeName, dict[AttributeValue, Share]] = Field(
+        default_factory=dict,
+        max_length=MAX_ATTRIBUTES,
+        description="{name: {value: share}}, shares summing to 1: each value gets exactly its share of count "
+        "(largest remainder), assigned by index, so the same request gives the same images. In an identity job an "
+        "identity attribute's shares count identities. A name may not be in attributes too.",
+        examples=[{"skin_color": {"light": 0.5, "black": 0.5}}],
+    )
+    identities: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_COUNT,
+        description="Number of identities (with per_identity): image i belongs to identity i // per_identity; within "
+        "an identity the identity attributes and the identity code stay fixed, the rest varies.",
+    )
+    per_identity: int | None = Field(default=None, ge=1, le=MAX_COUNT, description="Images of each identity.")
+    variation: float = Field(
+        default=DEFAULT_VARIATION,
+        ge=0,
+        le=1,
+        allow_inf_nan=False,
+        description="Identity jobs: latent = sqrt(1 - v^2) * identity code + v * the image's own draw. 0: every image "
+        "of an identity has the same latent; 1: independent latents.",
+    )
 
 
 class InterpolateRequest(BaseModel):
@@ -74,9 +130,20 @@ class InterpolateRequest(BaseModel):
 class JobLinks(BaseModel):
     self: str
     result: str
+    card: str = Field(description="The job's dataset card (markdown), once it has succeeded.")
 
 
-class JobCreated(BaseModel):
+class CrowdView(BaseModel):
+    """Who is in a job, as it was asked for (the fields of the request)."""
+
+    attributes: dict[str, str] = Field(default_factory=dict, description="The request's fixed attributes ({} when none).")
+    distribution: dict[str, dict[str, float]] = Field(default_factory=dict, description="The request's quotas ({} when none).")
+    identities: int | None = Field(default=None, description="Identities of an identity job (null otherwise).")
+    per_identity: int | None = Field(default=None, description="Images per identity of an identity job (null otherwise).")
+    variation: float | None = Field(default=None, description="An identity job's variation (null otherwise).")
+
+
+class JobCreated(CrowdView):
     id: str
     status: JobStatus
     model: str
@@ -85,7 +152,7 @@ class JobCreated(BaseModel):
     links: JobLinks
 
 
-class JobStatusResponse(BaseModel):
+class JobStatusResponse(CrowdView):
     id: str
     status: JobStatus
     model: str
@@ -108,6 +175,10 @@ class ImageShape(BaseModel):
     channels: int
 
 
+class ClassifierInfo(BaseModel):
+    accuracy: dict[str, float] = Field(description="Per attribute, the fraction of held-out real renders it labels right.")
+
+
 class ModelInfo(BaseModel):
     name: str
     version: str
@@ -119,6 +190,17 @@ class ModelInfo(BaseModel):
     provider: str
     uniqueness_threshold: float = Field(
         description="RMS distance between 16x16 thumbnails below which two faces count as the same"
+    )
+    attributes: dict[str, list[str]] = Field(
+        description="{name: [values]} a job may ask for, in the decoder's order; {} for an unconditional model.",
+        examples=[{"skin_color": ["light", "brown", "black"], "glasses": ["none", "glasses", "sunglasses"]}],
+    )
+    identity_attributes: list[str] = Field(
+        description="The attributes that stay fixed within an identity of an identity job.",
+        examples=[["skin_color", "hair_color", "top", "facial_hair", "accessory"]],
+    )
+    classifier: ClassifierInfo | None = Field(
+        description="The package's attribute classifier, which labels every image (predicted); null without one."
     )
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from service.engine.labeling import Labeler, Predicted
 from service.engine.sessions import Runner, make_runner, open_session, pick_providers
 from service.settings import Settings
 from synthgen.core.attributes import AttributeSpace
@@ -36,6 +37,7 @@ class LoadedModel:
 
     package: ModelPackage
     session: ort.InferenceSession
+    labeler: Labeler | None = None  # the package's attribute classifier, when it ships one
     _training_index: TrainingIndex | None = None
 
     def training_index(self) -> TrainingIndex | None:
@@ -79,10 +81,17 @@ class LoadedModel:
         out = self.session.run(["images"], self.feeds(rows))[0]
         return np.asarray(out, dtype=np.uint8)
 
-    def latents(self, seed: int, indices: np.ndarray, truncation: float | None = None, crowd: Crowd = EVERYONE) -> np.ndarray:
+    def latents(
+        self,
+        seed: int,
+        indices: np.ndarray,
+        truncation: float | None = None,
+        crowd: Crowd = EVERYONE,
+        sources: np.ndarray | None = None,
+    ) -> np.ndarray:
         """z [len(indices), latent_dim] of images ``indices`` of ``seed`` (an identity's code plus variation, in
-        identity jobs)."""
-        return crowd.latents(self.package.manifest["prior"], seed, indices, self.package.latent_dim, truncation)
+        identity jobs; ``sources``: see ``Crowd.latents``)."""
+        return crowd.latents(self.package.manifest["prior"], seed, indices, self.package.latent_dim, truncation, sources)
 
     def codes(self, seed: int, indices: np.ndarray, crowd: Crowd = EVERYONE, count: int | None = None) -> np.ndarray | None:
         """Attribute value indices [len(indices), len(attributes)] of the images; None for an unconditional model.
@@ -105,9 +114,11 @@ class LoadedModel:
         truncation: float | None = None,
         crowd: Crowd = EVERYONE,
         count: int | None = None,
+        sources: np.ndarray | None = None,
     ) -> np.ndarray:
-        """Decode rows float32 [len(indices), row_dim] of images ``indices`` of a job: ``z`` or ``[z | y]``."""
-        z = self.latents(seed, indices, truncation, crowd)
+        """Decode rows float32 [len(indices), row_dim] of images ``indices`` of a job: ``z`` or ``[z | y]``
+        (``sources``: where each latent's own draw comes from, see ``Crowd.latents``)."""
+        z = self.latents(seed, indices, truncation, crowd, sources)
         codes = self.codes(seed, indices, crowd, count)
         if codes is None:
             return z
@@ -120,6 +131,13 @@ class LoadedModel:
         if y is None:
             return [None] * len(rows)
         return [*self.attributes.labels(self.attributes.codes_of(y))]
+
+    def predict(self, images: np.ndarray) -> list[Predicted | None]:
+        """The classifier's labels of decoded images, one ``{name: {"value", "confidence"}}`` per image; None for
+        every image of a package without a classifier."""
+        if self.labeler is None:
+            return [None] * len(images)
+        return [*self.labeler.predict(images)]
 
     def runner(self, io_binding: str) -> Runner:
         """What the worker's batcher calls: IO binding on CUDA (``auto``), plain ``decode`` on CPU."""
@@ -145,7 +163,10 @@ class ModelRegistry:
         cls, models_dir: Path, default: str, provider: str = "auto", threads: int = 0, spinning: bool = False
     ) -> ModelRegistry:
         providers = pick_providers(provider)
-        models = [LoadedModel(p, open_session(p, providers, threads, spinning)) for p in discover_packages(models_dir)]
+        models = [
+            LoadedModel(p, open_session(p, providers, threads, spinning), Labeler.open(p, p.attributes, providers))
+            for p in discover_packages(models_dir)
+        ]
         try:
             registry = cls(models, default)
         except NotFound as exc:

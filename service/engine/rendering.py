@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from service.engine.labeling import label_counts
 from service.engine.registry import EVERYONE, LoadedModel
 from synthgen.core.crowd import Crowd
 from synthgen.core.images import DEFAULT_FORMAT, DEFAULT_PNG_LEVEL, DEFAULT_QUALITY, EXTENSIONS, encode_image
@@ -34,9 +35,9 @@ class RenderSpec:
     count: int | None = None  # the job's image count: the quotas of a crowd's distribution need it
 
 
-def job_inputs(model: LoadedModel, spec: RenderSpec, indices: np.ndarray) -> np.ndarray:
-    """The decode rows of images ``indices`` of a job."""
-    return model.inputs(spec.seed, indices, spec.truncation, spec.crowd, spec.count)
+def job_inputs(model: LoadedModel, spec: RenderSpec, indices: np.ndarray, sources: np.ndarray | None = None) -> np.ndarray:
+    """The decode rows of images ``indices`` of a job (``sources``: see ``Crowd.latents``)."""
+    return model.inputs(spec.seed, indices, spec.truncation, spec.crowd, spec.count, sources)
 
 
 @dataclass
@@ -55,13 +56,14 @@ def encode_samples(
     labels = model.labels(rows)
     identity = spec.crowd.identity_of(indices)
     identities = [None] * len(indices) if identity is None else [int(i) for i in identity]
+    predicted = model.predict(images)
     return [
         RenderedSample(
             int(i),
             encode_image(image, spec.fmt, spec.quality, spec.png_compress_level),
-            sample_meta(int(i), spec.seed, latent, pkg.ref, pkg.sha256, spec.truncation, attributes, who),
+            sample_meta(int(i), spec.seed, latent, pkg.ref, pkg.sha256, spec.truncation, attributes, who, labeled),
         )
-        for i, latent, image, attributes, who in zip(indices, z, images, labels, identities, strict=True)
+        for i, latent, image, attributes, who, labeled in zip(indices, z, images, labels, identities, predicted, strict=True)
     ]
 
 
@@ -84,11 +86,24 @@ def samples_to_tar(samples: list[RenderedSample], fmt: str) -> tuple[bytes, list
     return b"".join(parts), offsets
 
 
-def encode_chunk(
-    model: LoadedModel, spec: RenderSpec, indices: np.ndarray, rows: np.ndarray, images: np.ndarray
-) -> tuple[bytes, list[int]]:
-    """A chunk's tar blocks and sample offsets, from its decoded images (runs in the encode pool)."""
-    return samples_to_tar(encode_samples(model, spec, indices, rows, images), spec.fmt)
+@dataclass(frozen=True)
+class EncodedChunk:
+    tar: bytes  # the samples' tar blocks
+    offsets: list[int]  # where each sample starts, plus the end
+    label_counts: dict[str, int]  # the chunk's predicted labels, for the job's histogram ({} without a classifier)
+
+
+def chunk_of(samples: list[RenderedSample], fmt: str) -> EncodedChunk:
+    """The tar blocks of a chunk's samples, with the counts of their predicted labels."""
+    tar, offsets = samples_to_tar(samples, fmt)
+    predicted = [s.meta["predicted"] for s in samples if "predicted" in s.meta]
+    conditioned = [s.meta["attributes"] for s in samples if "predicted" in s.meta]
+    return EncodedChunk(tar, offsets, label_counts(predicted, conditioned))  # type: ignore[arg-type]
+
+
+def encode_chunk(model: LoadedModel, spec: RenderSpec, indices: np.ndarray, rows: np.ndarray, images: np.ndarray) -> EncodedChunk:
+    """A chunk's tar blocks, sample offsets and label counts, from its decoded images (runs in the encode pool)."""
+    return chunk_of(encode_samples(model, spec, indices, rows, images), spec.fmt)
 
 
 def interpolation_latents(

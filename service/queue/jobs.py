@@ -6,12 +6,14 @@ A job hash read from Redis becomes a ``Job`` here, at the edge; the rest of the 
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from service.queue import keys as K
 from service.settings import Settings, default
+from synthgen.core.crowd import Crowd
 from synthgen.core.images import DEFAULT_FORMAT, DEFAULT_QUALITY, ImageFormat
 from synthgen.core.jobs import ANONYMOUS_TENANT, JobStatus, Priority
 
@@ -53,6 +55,7 @@ class JobSpec:
     unique: bool = False  # no two images closer than the model's uniqueness threshold
     collection: str = ""  # keep uniqueness across the tenant's jobs of this collection (implies unique)
     novel: bool = False  # no image close to a training image
+    crowd: Crowd = field(default_factory=Crowd)  # who is in the job: attributes, quotas, identities (validated)
 
     def __post_init__(self) -> None:
         if self.collection:  # the one place where a collection implies unique
@@ -67,6 +70,16 @@ class JobSpec:
 
 def _opt_float(value: str | None) -> float | None:
     return float(value) if value else None
+
+
+def _crowd_field(crowd: Crowd) -> str:
+    """The job hash's ``crowd`` field: the crowd as JSON, or '' for an uncontrolled job (as jobs were before)."""
+    # the listed order of a distribution's values is kept: it breaks ties of the largest remainder
+    return json.dumps(crowd.to_dict(), separators=(",", ":")) if crowd.controlled else ""
+
+
+def _crowd_of(value: str | None) -> Crowd:
+    return Crowd.from_dict(json.loads(value)) if value else Crowd()
 
 
 @dataclass(frozen=True)
@@ -94,6 +107,7 @@ class Job:
     started_at: float | None = None
     finished_at: float | None = None
     error: str | None = None
+    crowd: Crowd = field(default_factory=Crowd)
 
     @classmethod
     def from_fields(cls, fields: dict[str, str]) -> Job:
@@ -120,6 +134,7 @@ class Job:
             started_at=_opt_float(fields.get("started_at")),
             finished_at=_opt_float(fields.get("finished_at")),
             error=fields.get("error") or None,
+            crowd=_crowd_of(fields.get("crowd")),
         )
 
     @classmethod
@@ -128,7 +143,7 @@ class Job:
             id=job_id, status=JobStatus.QUEUED, model=spec.model, sha256=spec.sha256, count=spec.count, done=0,
             seed=spec.seed, truncation=spec.truncation, fmt=spec.fmt, quality=spec.quality, priority=spec.priority,
             owner=spec.owner, unique=spec.unique, collection=spec.collection, novel=spec.novel, chunk_size=chunk_size,
-            created_at=now, expires_at=expires_at,
+            created_at=now, expires_at=expires_at, crowd=spec.crowd,
         )  # fmt: skip
 
     def to_fields(self) -> dict[str, str | int | float]:
@@ -152,6 +167,7 @@ class Job:
             "chunk_size": self.chunk_size,
             "created_at": self.created_at,
             "expires_at": self.expires_at,
+            "crowd": _crowd_field(self.crowd),
         }
 
     @property
@@ -167,6 +183,20 @@ class Job:
         if not self.status.stopped and self.expired(now):
             return JobStatus.EXPIRED
         return self.status
+
+    def request(self) -> dict[str, Any]:
+        """The request body that makes this job again, image for image (its model pinned by version)."""
+        body: dict[str, Any] = {"model": self.model, "count": self.count, "seed": self.seed}
+        if self.truncation is not None:
+            body["truncation"] = self.truncation
+        body.update(format=self.fmt, quality=self.quality)
+        if self.unique:
+            body["unique"] = True
+        if self.collection:
+            body["collection"] = self.collection
+        if self.novel:
+            body["novel"] = True
+        return {**body, **self.crowd.to_dict()}
 
     def view(self, now: float | None = None) -> dict[str, Any]:
         """The public view of the job (API.md's job object)."""
@@ -185,6 +215,11 @@ class Job:
             "finished_at": self.finished_at,
             "expires_at": self.expires_at,
             "error": self.error,
+            "attributes": dict(self.crowd.attributes),
+            "distribution": {name: dict(shares) for name, shares in self.crowd.distribution.items()},
+            "identities": self.crowd.identities,
+            "per_identity": self.crowd.per_identity,
+            "variation": self.crowd.variation if self.crowd.identities else None,
         }
 
 

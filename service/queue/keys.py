@@ -125,6 +125,10 @@ class Keyspace:
         """Hash of a unique job's per-chunk state: accepted embeddings and the next candidate index."""
         return f"{self.job(job_id)}:unique"
 
+    def job_predicted(self, job_id: str) -> str:
+        """Hash of a job's predicted-label histogram: ``name=value`` -> images the classifier gave that value."""
+        return f"{self.job(job_id)}:predicted"
+
     def result(self, job_id: str, chunk: int) -> str:
         """Hash of one chunk's result: its tar blocks and the offset of each sample in them."""
         return f"{self.prefix(self.shard_of(job_id))}:result:{job_id}:{chunk}"
@@ -149,6 +153,7 @@ job_done_key = DEFAULT.job_done
 job_progress_key = DEFAULT.job_progress
 result_key = DEFAULT.result
 unique_state_key = DEFAULT.unique_state
+job_predicted_key = DEFAULT.job_predicted
 collection_key = DEFAULT.collection
 collection_lock_key = DEFAULT.collection_lock
 

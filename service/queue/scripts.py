@@ -12,8 +12,16 @@ def _lua(source: str) -> str:
     return Template(source).substitute({s.value: s.value for s in JobStatus})
 
 
-# Shared by both completion scripts: store a chunk's result, and count it done exactly once.
+# Shared by both completion scripts: store a chunk's result, count it done exactly once, and add its
+# predicted labels (a JSON object {"name=value": images}, or '' without a classifier) to the job's histogram.
 _COMMON = """
+local function count_labels(histogram, counts, expire_at)
+  if counts == '' then return end
+  for field, images in pairs(cjson.decode(counts)) do
+    redis.call('HINCRBY', histogram, field, images)
+  end
+  redis.call('EXPIREAT', histogram, expire_at)
+end
 local function store_result(result, done_set, tar, offsets, expire_at)
   if tar ~= '' then
     redis.call('HSET', result, 'tar', tar, 'offsets', offsets)
@@ -41,9 +49,9 @@ end
 # Complete a chunk: store its result, mark it done (SADD: progress counts each chunk once), update the
 # statistics that admission control reads, and only then XACK and XDEL its entry.
 # KEYS: job, done set, result, stream, result-bytes bucket, drained bucket, queued-images counter,
-#       progress list (wakes readers waiting on the job)
+#       progress list (wakes readers waiting on the job), predicted-label histogram
 # ARGV: chunk, images, tar ('' when the bytes live in a directory store), offsets, results expire at
-#       (unix s), group, entry id, now, result bytes, bytes bucket expires at (unix s)
+#       (unix s), group, entry id, now, result bytes, bytes bucket expires at (unix s), label counts
 COMPLETE_CHUNK = _lua(
     _COMMON
     + """
@@ -67,6 +75,7 @@ if redis.call('SADD', KEYS[2], ARGV[1]) == 1 then
   redis.call('EXPIREAT', KEYS[5], ARGV[10])
   redis.call('INCRBY', KEYS[6], ARGV[2])
   redis.call('EXPIRE', KEYS[6], 120)
+  count_labels(KEYS[9], ARGV[11], ARGV[5])
   done, finished = count_done(KEYS[1], KEYS[8], KEYS[7], ARGV[1], ARGV[2], ARGV[8])
 end
 ack()
@@ -102,8 +111,9 @@ return status
 # but it also records the chunk's acceptance state (its accepted embeddings and the next candidate
 # latent index) and appends the embeddings to the job's collection, and it does not ack the entry,
 # which covers the whole job. KEYS: job, done set, result, state hash, collection list (or the state
-# hash again when there is no collection), progress list, queued-images counter.
-# ARGV: chunk, images, tar, offsets, results expire at, now, embeddings, next candidate, has collection
+# hash again when there is no collection), progress list, queued-images counter, predicted-label histogram.
+# ARGV: chunk, images, tar, offsets, results expire at, now, embeddings, next candidate, has collection,
+#       label counts
 COMPLETE_UNIQUE_CHUNK = _lua(
     _COMMON
     + """
@@ -117,6 +127,7 @@ if redis.call('SADD', KEYS[2], ARGV[1]) == 1 then
   redis.call('HSET', KEYS[4], 'emb:' .. ARGV[1], ARGV[7], 'next:' .. ARGV[1], ARGV[8])
   redis.call('EXPIREAT', KEYS[4], ARGV[5])
   if ARGV[9] == '1' then redis.call('RPUSH', KEYS[5], ARGV[7]) end
+  count_labels(KEYS[8], ARGV[10], ARGV[5])
   done, finished = count_done(KEYS[1], KEYS[6], KEYS[7], ARGV[1], ARGV[2], ARGV[6])
 end
 return {done, finished}

@@ -33,6 +33,11 @@ log = logging.getLogger(__name__)
 SHARDED_BLOCK_MS = 50  # with several shards, an idle worker's blocking reads end this often to start over
 
 
+def _label_counts(counts: dict[str, int] | None) -> str:
+    """A chunk's predicted-label counts as the completion scripts take them ('' for none)."""
+    return json.dumps(counts, separators=(",", ":")) if counts else ""
+
+
 class LayoutMismatch(RuntimeError):
     """The Redis holds a queue written with another shard count or key tagging than this process's."""
 
@@ -221,9 +226,10 @@ class JobQueue:
         await self._mark_running(keys=[self.keys.job(job_id)], args=[time.time()])
 
     async def complete_chunk(
-        self, item: WorkItem, images: int, tar: bytes, offsets: list[int], expires_at: float
-    ) -> tuple[int, bool]:
-        """Store the chunk's result, count it once, then ack.
+        self, item: WorkItem, images: int, tar: bytes, offsets: list[int], expires_at: float,
+        label_counts: dict[str, int] | None = None,
+    ) -> tuple[int, bool]:  # fmt: skip
+        """Store the chunk's result, count it (and its predicted labels) once, then ack.
 
         Returns the job's done count (negative when the job is gone, cancelled or expired) and
         whether this very call completed the job.
@@ -242,17 +248,18 @@ class JobQueue:
             ks.drained(shard, int(now) // K.DRAIN_BUCKET_S),
             ks.queued_images(shard),
             ks.job_progress(item.job_id),
+            ks.job_predicted(item.job_id),
         ]
         args: list[bytes | str | int | float] = [
             item.chunk, images, stored, json.dumps(offsets), expire, K.WORKER_GROUP, item.entry_id, now,
-            len(tar), (bytes_bucket + 1) * K.RESULT_BYTES_BUCKET_S,
+            len(tar), (bytes_bucket + 1) * K.RESULT_BYTES_BUCKET_S, _label_counts(label_counts),
         ]  # fmt: skip
         done, finished = await self._complete(keys=keys, args=args)
         return int(done), bool(finished)
 
     async def complete_unique_chunk(
         self, job_id: str, chunk: int, images: int, tar: bytes, offsets: list[int], expires_at: float,
-        embeddings: bytes, next_candidate: int, collection_key: str | None,
+        embeddings: bytes, next_candidate: int, collection_key: str | None, label_counts: dict[str, int] | None = None,
     ) -> tuple[int, bool]:  # fmt: skip
         """Store one chunk of a unique job with its acceptance state; the job's entry stays pending."""
         expire = math.ceil(expires_at)
@@ -262,10 +269,11 @@ class JobQueue:
         keys = [
             ks.job(job_id), ks.job_done(job_id), ks.result(job_id, chunk), state,
             collection_key or state, ks.job_progress(job_id), ks.queued_images(ks.shard_of(job_id)),
+            ks.job_predicted(job_id),
         ]  # fmt: skip
         args: list[bytes | str | int | float] = [
             chunk, images, stored, json.dumps(offsets), expire, time.time(), embeddings, next_candidate,
-            "1" if collection_key else "0",
+            "1" if collection_key else "0", _label_counts(label_counts),
         ]  # fmt: skip
         done, finished = await self._complete_unique(keys=keys, args=args)
         return int(done), bool(finished)
@@ -302,6 +310,11 @@ class JobQueue:
         if tar is None or offsets is None:
             raise NotFound(f"result of chunk {chunk} of job {job_id!r} has expired", {"id": job_id, "chunk": chunk})
         return bytes(tar), json.loads(offsets)
+
+    async def predicted_counts(self, job_id: str) -> dict[str, int]:
+        """The job's predicted-label histogram so far, ``{"name=value": images}`` (each chunk counted once)."""
+        raw: Any = await self.redis.hgetall(self.keys.job_predicted(job_id))
+        return {_text(k): int(v) for k, v in raw.items()}
 
     async def depth(self) -> dict[str, dict[str, int]]:
         """Per priority: entries not yet delivered (lag) and delivered but not acked (pending).

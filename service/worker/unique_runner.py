@@ -7,6 +7,10 @@ Image i of the job is the i-th accepted candidate, and its JSON records ``source
 index it came from. So the same request always gives the same set, and a rejected candidate is
 replaced by the next one that passes, deterministically.
 
+In a job with a crowd (attributes, quotas, identities), image i is conditioned on its own values whatever
+candidate fills it: a rejected candidate is replaced by another latent for the same slot (``_fill_slots``),
+so the request's exact quotas hold in the unique job too.
+
 Each image depends on all the images before it, so one worker computes a unique job in order, chunk
 after chunk. Every chunk is stored with its state (accepted embeddings and next candidate), so a
 worker that takes the job over after a crash resumes where the last chunk ended, with the same result.
@@ -25,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from service.engine.registry import LoadedModel
-from service.engine.rendering import RenderSpec, encode_samples, job_inputs, samples_to_tar
+from service.engine.rendering import EncodedChunk, RenderSpec, chunk_of, encode_samples, job_inputs
 from service.queue.jobs import Job, WorkItem
 from service.queue.streams import JobQueue
 from service.queue.unique_state import Collection
@@ -122,19 +126,22 @@ async def run_unique_job(queue: JobQueue, work: UniqueJob, decode: Decode, encod
                 return
             if collection:
                 await collection.keep_locked()
-            need = min(chunk_size, count - chunk * chunk_size)
-            sources, rows, images, embeddings, next_candidate = await _fill_chunk(
-                work, accepted, decode, next_candidate, need, batch
-            )
-            first = chunk * chunk_size
+            first, need = chunk * chunk_size, min(chunk_size, count - chunk * chunk_size)
             indices = np.arange(first, first + need)
-            tar, offsets = await asyncio.get_running_loop().run_in_executor(
+            if work.job.crowd.controlled:  # image i keeps its own attributes and identity: fill it slot by slot
+                sources, rows, images, embeddings = await _fill_slots(work, accepted, decode, indices, batch)
+            else:
+                sources, rows, images, embeddings, next_candidate = await _fill_chunk(
+                    work, accepted, decode, next_candidate, need, batch
+                )
+            encoded = await asyncio.get_running_loop().run_in_executor(
                 encode_pool, _encode_with_sources, work, indices, sources, rows, images
             )
-            stored = embeddings.astype(np.float32).tobytes()  # already in ``accepted``: _fill_chunk added them
+            stored = embeddings.astype(np.float32).tobytes()  # already in ``accepted``: the fill added them
             done, _ = await queue.complete_unique_chunk(
-                job_id, chunk, need, tar, offsets, expires_at, stored, next_candidate, collection.key if collection else None
-            )
+                job_id, chunk, need, encoded.tar, encoded.offsets, expires_at, stored, next_candidate,
+                collection.key if collection else None, encoded.label_counts,
+            )  # fmt: skip
             if done < 0:
                 log.info("unique job %s stopped (cancelled, failed or gone) at chunk %d", job_id, chunk)
                 break
@@ -189,10 +196,53 @@ async def _fill_chunk(
     )
 
 
+async def _fill_slots(
+    work: UniqueJob, accepted: AcceptedSet, decode: Decode, indices: np.ndarray, batch: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Images ``indices`` of a job with a crowd, each keeping its own attributes and identity.
+
+    Slot i's attempt a takes its latent's own draw from source ``i + a * count`` (attempt 0 is image i of
+    the same job without ``unique``). The slots still open are decoded together, in index order, and each
+    is accepted or tried again with its next attempt, so the exact quotas and fixed attributes of the
+    request hold image by image. Returns sources, decode rows, images and embeddings in index order.
+    """
+    count = work.job.count
+    attempts = np.zeros(len(indices), dtype=np.int64)
+    picked: dict[int, tuple[int, np.ndarray, np.ndarray, np.ndarray]] = {}
+    started = time.monotonic()
+    while len(picked) < len(indices):
+        open_slots = np.array([p for p in range(len(indices)) if p not in picked][:batch], dtype=np.int64)
+        sources = indices[open_slots] + attempts[open_slots] * count
+        rows = job_inputs(work.model, work.spec, indices[open_slots], sources)
+        images = await decode(rows, work.item.priority)
+        emb = thumbnails(images)
+        allowed = np.flatnonzero(work.novel.novel(images)) if work.novel is not None else np.arange(len(images))
+        if work.unique:
+            chosen = [int(allowed[i]) for i in accepted.select(emb[allowed], len(allowed))]
+            accepted.add_block(emb[chosen])
+        else:
+            chosen = [int(i) for i in allowed]
+        for i in chosen:
+            picked[int(open_slots[i])] = (int(sources[i]), rows[i], images[i], emb[i])
+        attempts[open_slots] += 1  # the accepted slots are done: their count no longer matters
+        if time.monotonic() - started > 600 and len(picked) < len(indices):
+            raise RuntimeError(
+                f"could not find unique faces for {len(indices) - len(picked)} images after {int(attempts.max())} "
+                "attempts each; the model's diversity is exhausted for these attributes"
+            )
+    order = [picked[p] for p in range(len(indices))]
+    return (
+        np.array([o[0] for o in order], dtype=np.int64),
+        np.stack([o[1] for o in order]),
+        np.stack([o[2] for o in order]),
+        np.stack([o[3] for o in order]),
+    )
+
+
 def _encode_with_sources(
     work: UniqueJob, indices: np.ndarray, sources: np.ndarray, rows: np.ndarray, images: np.ndarray
-) -> tuple[bytes, list[int]]:
+) -> EncodedChunk:
     samples = encode_samples(work.model, work.spec, indices, rows, images)
     for sample, source in zip(samples, sources, strict=True):
         sample.meta.update(source_index=int(source), unique=work.unique, novel=work.novel is not None)
-    return samples_to_tar(samples, work.spec.fmt)
+    return chunk_of(samples, work.spec.fmt)

@@ -236,8 +236,7 @@ class Worker:
             raise RuntimeError(
                 f"job wants {job.model} with sha256 {job.sha256[:12]}…, this worker has {model.package.sha256[:12]}…"
             )
-        # every attribute from the training marginals: jobs do not name a crowd yet
-        spec = RenderSpec(job.seed, job.truncation, job.fmt, job.quality, self.settings.png_compress_level, count=job.count)
+        spec = RenderSpec(job.seed, job.truncation, job.fmt, job.quality, self.settings.png_compress_level, job.crowd, job.count)
         batcher = self._batcher(model)
         if item.sequential:
             self._submitted(state)  # a unique job decodes batch after batch: nobody should wait for it
@@ -255,15 +254,17 @@ class Worker:
         images = await pending
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
-        tar, offsets = await loop.run_in_executor(self._encode_pool, encode_chunk, model, spec, indices, rows, images)
+        chunk = await loop.run_in_executor(self._encode_pool, encode_chunk, model, spec, indices, rows, images)
         M.ENCODE_SECONDS.labels(spec.fmt).observe(time.perf_counter() - started)
-        done, finished = await self.queue.complete_chunk(item, len(indices), tar, offsets, job.expires_at)
+        done, finished = await self.queue.complete_chunk(
+            item, len(indices), chunk.tar, chunk.offsets, job.expires_at, chunk.label_counts
+        )
         if done < 0:
             M.CHUNKS.labels(ChunkOutcome.SKIPPED).inc()
             return
         M.CHUNKS.labels(ChunkOutcome.DONE).inc()
         M.IMAGES.labels(model.package.ref, spec.fmt).inc(len(indices))
-        M.RESULT_BYTES.inc(len(tar))
+        M.RESULT_BYTES.inc(len(chunk.tar))
         if finished:
             M.JOBS_FINISHED.labels(JobStatus.SUCCEEDED.value).inc()
             M.JOB_SECONDS.observe(time.time() - job.created_at)

@@ -26,18 +26,18 @@ from typing import Any
 import numpy as np
 
 from synthgen.core.attributes import ATTRIBUTE_STREAM, IDENTITY_STREAM, QUOTA_STREAM, AttributeSpace, stream_seed
-from synthgen.core.errors import InvalidRequest
+from synthgen.core.errors import InvalidCrowd
 from synthgen.core.latents import _splitmix64, prior_latents
 
 DEFAULT_VARIATION = 0.35
 SHARE_TOLERANCE = 1e-6
 
 
-def _invalid(field_name: str, message: str, allowed: Any = None) -> InvalidRequest:
+def _invalid(field_name: str, message: str, allowed: Any = None) -> InvalidCrowd:
     details: dict[str, Any] = {"field": field_name}
     if allowed is not None:
         details["allowed"] = allowed
-    return InvalidRequest(f"{field_name}: {message}", details)
+    return InvalidCrowd(f"{field_name}: {message}", details)
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,7 @@ class Crowd:
     def validated(self, space: AttributeSpace, count: int | None) -> int:
         """Check the request against the model's attributes; return the job's image count.
 
-        Raises InvalidRequest (code ``invalid_request``) naming the field and listing what is allowed.
+        Raises InvalidCrowd (an InvalidRequest, code ``invalid_request``) naming the field and listing what is allowed.
         """
         if (self.attributes or self.distribution) and not space:
             raise _invalid("attributes" if self.attributes else "distribution", "this model is unconditional", {})
@@ -153,10 +153,23 @@ class Crowd:
                 out[:, column] = [space.index_of(name, v) for v in values]
         return out
 
-    def latents(self, prior: dict[str, Any], seed: int, indices: np.ndarray, dim: int, truncation: float | None) -> np.ndarray:
-        """float32 latents [len(indices), dim]: the plain prior draw, or identity code plus variation."""
+    def latents(
+        self,
+        prior: dict[str, Any],
+        seed: int,
+        indices: np.ndarray,
+        dim: int,
+        truncation: float | None,
+        sources: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """float32 latents [len(indices), dim]: the plain prior draw, or identity code plus variation.
+
+        ``sources``: the index whose own draw each image takes (default: its own index). A unique job that
+        replaces image i's candidate keeps i's attributes and identity and draws the latent again from another
+        source.
+        """
         indices = np.asarray(indices, dtype=np.int64)
-        own = prior_latents(prior, seed, indices, dim, truncation)
+        own = prior_latents(prior, seed, indices if sources is None else np.asarray(sources, dtype=np.int64), dim, truncation)
         identity = self.identity_of(indices)
         if identity is None:
             return own

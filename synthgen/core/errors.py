@@ -28,6 +28,11 @@ class InvalidRequest(SynthgenError):
     code = "invalid_request"
 
 
+class InvalidCrowd(InvalidRequest):
+    """A crowd (attributes, distribution, identities) that the model cannot make; ``details`` name the
+    ``field`` and list what is ``allowed`` there."""
+
+
 class Unauthorized(SynthgenError):
     code = "unauthorized"
 

@@ -79,9 +79,11 @@ def sample_meta(
     truncation: float | None,
     attributes: dict[str, str] | None = None,
     identity: int | None = None,
+    predicted: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """A sample's ``{key}.json``. ``attributes`` (what a conditional model was conditioned on) and ``identity``
-    (in identity jobs) appear only when given, so an unconditional model's samples keep their bytes."""
+    """A sample's ``{key}.json``. ``attributes`` (what a conditional model was conditioned on), ``predicted``
+    (the package's classifier on the image: ``{name: {"value", "confidence"}}``) and ``identity`` (in identity
+    jobs) appear only when given, so an unconditional model's samples keep their bytes."""
     meta: dict[str, Any] = {
         "index": index,
         "seed": seed,
@@ -92,6 +94,8 @@ def sample_meta(
     }
     if attributes is not None:
         meta["attributes"] = attributes
+    if predicted is not None:
+        meta["predicted"] = predicted
     if identity is not None:
         meta["identity"] = identity
     return meta

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import re
 import signal
 import socket
@@ -28,6 +29,7 @@ from service.queue import keys as K
 from service.queue.connection import connect_sync
 from service.queue.jobs import QueueConfig
 from service.settings import Settings
+from synthgen.core.jobs import Priority
 from tests.support.cluster import LocalCluster
 
 REPO = Path(__file__).resolve().parents[2]
@@ -311,3 +313,25 @@ class StandaloneServe:
 
     def logs(self) -> str:
         return "\n".join(p.read_text(errors="replace") for p in sorted(self.log_dir.glob("serve-*.log")))
+
+
+def held_by_pid(service: LiveService, client: redis.Redis) -> dict[int, int]:
+    """Unacknowledged work items per worker process (consumers are named host-pid), over every shard."""
+    held: dict[int, int] = {}
+    for shard in range(service.keys.shards):
+        stream = service.keys.stream(shard, Priority.BULK)
+        if not client.exists(stream):
+            continue
+        for c in client.xinfo_consumers(stream, K.WORKER_GROUP):
+            pid = int(c["name"].decode().rsplit("-", 1)[1])
+            held[pid] = held.get(pid, 0) + int(c["pending"])
+    return held
+
+
+def busiest_worker(service: LiveService, client: redis.Redis, rng: random.Random) -> tuple[subprocess.Popen[bytes], int]:
+    """The worker process holding the most unacknowledged work items."""
+    held = held_by_pid(service, client)
+    live = list(service.workers)
+    rng.shuffle(live)
+    victim = max(live, key=lambda w: held.get(w.pid, 0))
+    return victim, held.get(victim.pid, 0)
