@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from synthgen import __version__
+from synthgen.core.imagefolder import LAYOUTS, UNSUPPORTED_FORMATS
 from synthgen.core.images import DEFAULT_FORMAT, DEFAULT_QUALITY, FORMATS
+from synthgen.crowd_options import add_crowd_arguments, crowd_from_args, requested_count
 
 if TYPE_CHECKING:
     from aae.evaluate import EvalSizes
@@ -229,12 +231,17 @@ def cmd_control(args: argparse.Namespace) -> int:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
+    crowd = crowd_from_args(args)
+    if args.layout == "imagefolder" and args.format in UNSUPPORTED_FORMATS:
+        raise ValueError(f"--layout imagefolder needs an image format, not {args.format}")
     if args.server:
         from synthgen.remote import generate_from_args
 
-        return generate_from_args(args)
+        return generate_from_args(args, crowd, requested_count(args, crowd))
     if args.shards is not None:
         raise ValueError("--shards needs --server (in-process generation writes a folder)")
+    if args.layout != "files":
+        raise ValueError(f"--layout {args.layout} needs --server (it writes the server's dataset card as README.md)")
     from service.engine.generate_local import generate_to_directory
     from service.engine.registry import build_registry
     from service.engine.rendering import RenderSpec
@@ -243,11 +250,12 @@ def cmd_generate(args: argparse.Namespace) -> int:
     settings = get_settings()
     models_dir = Path(args.models_dir) if args.models_dir else None
     model = build_registry(settings, models_dir, args.model).get(args.model)
+    count = crowd.validated(model.package.attributes, args.count)
     seed = 0 if args.seed is None else args.seed
-    spec = RenderSpec(seed, args.truncation, args.format, args.quality, settings.png_compress_level, count=args.count)
+    spec = RenderSpec(seed, args.truncation, args.format, args.quality, settings.png_compress_level, crowd=crowd, count=count)
     batch = args.batch_size or settings.batch_size
-    out = generate_to_directory(model, spec, args.count, args.out, batch, settings.encode_threads)
-    _say(f"{args.count} images of {model.package.ref} in {out}/ (manifest.jsonl lists them)")
+    out = generate_to_directory(model, spec, count, args.out, batch, settings.encode_threads)
+    _say(f"{count} images of {model.package.ref} in {out}/ (manifest.jsonl lists them)")
     return 0
 
 
@@ -579,7 +587,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("generate", help="generate images in-process (no server, no Redis), or on a server with --server")
-    p.add_argument("--count", type=_positive_int, required=True)
+    p.add_argument("--count", type=_positive_int, default=None, help="required, unless --identities and --per-identity say it")
     p.add_argument("--seed", type=int, default=None, help="default: 0 in-process; with --server, the server picks one")
     p.add_argument("--out", required=True)
     p.add_argument("--truncation", type=_positive_float, default=None)
@@ -593,6 +601,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--server", metavar="URL", default=None, help="generate on a synthgen server; re-run to resume")
     p.add_argument("--api-key", default=None, help="with --server (default: SYNTHGEN_API_KEY)")
     p.add_argument("--shards", type=_positive_int, default=None, help="with --server: write N WebDataset tar shards")
+    p.add_argument(
+        "--layout", default="files", choices=LAYOUTS,
+        help="files: {key}.{ext} and manifest.jsonl; imagefolder (with --server): Hugging Face ImageFolder, "
+        "train/ with metadata.jsonl, and the job's dataset card as README.md",
+    )  # fmt: skip
+    add_crowd_arguments(p, _positive_int)
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("interpolate", help="a strip of faces walking from one image to another")

@@ -7,6 +7,9 @@ same command again reuses the job while the server still has it, or else creates
 (an image is a pure function of model, seed, index and truncation), and asks only for the samples
 still missing. Images and shards are written under a temporary name and renamed when complete, so an
 interrupted run never leaves a partial file.
+
+``--layout imagefolder`` writes the Hugging Face ImageFolder layout instead (synthgen/core/imagefolder.py):
+the images and ``metadata.jsonl`` under ``train/``, and the job's dataset card as ``README.md``.
 """
 
 from __future__ import annotations
@@ -25,7 +28,10 @@ from typing import IO, Any
 from tqdm import tqdm
 
 from synthgen.client import TAR_END, ConflictError, NotFoundError, Sample, SynthgenClient, SynthgenClientError
+from synthgen.core import imagefolder
+from synthgen.core.crowd import Crowd
 from synthgen.core.files import write_atomically
+from synthgen.core.imagefolder import LAYOUTS
 from synthgen.core.images import DEFAULT_FORMAT, DEFAULT_QUALITY
 from synthgen.core.jobs import JobStatus
 
@@ -34,6 +40,7 @@ log = logging.getLogger(__name__)
 STATE_FILE = ".synthgen-job.json"
 MANIFEST = "manifest.jsonl"
 CHECKPOINT_S = 1.0  # how often the state file is brought up to date while downloading
+CARD_WAIT_S = 60.0  # from the last image to the job's success, at most
 _MEMBER = re.compile(r"^\d{8,}\.[a-z0-9]{1,8}$")
 
 
@@ -51,13 +58,19 @@ class RemoteJob:
     truncation: float | None = None
     model: str | None = None
     api_key: str | None = field(default=None, repr=False)
+    crowd: Crowd = field(default_factory=Crowd)
+    layout: str = "files"
 
     def params(self) -> dict[str, Any]:
-        """The parameters a re-run must repeat to resume (the server and the key may change)."""
-        return {
+        """The parameters a re-run must repeat to resume (the server and the key may change). The crowd and
+        the layout are there only when given, so the state files of plain jobs stay as they were."""
+        params = {
             "count": self.count, "seed": self.seed, "model": self.model, "truncation": self.truncation,
-            "format": self.fmt, "quality": self.quality, "shards": self.shards,
+            "format": self.fmt, "quality": self.quality, "shards": self.shards, **self.crowd.to_dict(),
         }  # fmt: skip
+        if self.layout != LAYOUTS[0]:
+            params["layout"] = self.layout
+        return params
 
 
 @dataclass
@@ -102,9 +115,11 @@ def _open_at(path: Path, size: int) -> IO[bytes]:
 class _Writer:
     """Writes samples in index order, with their manifest lines, and checkpoints the state file."""
 
+    manifest_name = MANIFEST
+
     def __init__(self, out: Path, state: JobState) -> None:
         self.out, self.state = out, state
-        self.manifest = _open_at(out / MANIFEST, state.manifest_bytes)
+        self.manifest = _open_at(self.images / self.manifest_name, state.manifest_bytes)
         # (next_index, manifest bytes, part bytes) after the last whole sample, set in one assignment
         self.mark = (state.next_index, state.manifest_bytes, state.part_bytes)
         self._saved_at = time.monotonic()
@@ -113,11 +128,20 @@ class _Writer:
     def next_index(self) -> int:
         return self.mark[0]
 
+    @property
+    def images(self) -> Path:
+        """The folder of the images (or shards) and of the manifest."""
+        return self.out
+
+    def record(self, where: dict[str, str], meta: dict[str, Any]) -> dict[str, Any]:
+        """The manifest line of a sample: where it was stored, and its JSON."""
+        return {**where, **meta}
+
     def write(self, sample: Sample) -> None:
         meta = sample.meta
         self._check_package(meta)
         where = self._store(sample)
-        self.manifest.write(json.dumps({**where, **meta}, separators=(",", ":")).encode() + b"\n")
+        self.manifest.write(json.dumps(self.record(where, meta), separators=(",", ":")).encode() + b"\n")
         self.mark = (sample.index + 1, self.manifest.tell(), self._part_bytes())
         self._finish_sample(sample.index)
         if time.monotonic() - self._saved_at >= CHECKPOINT_S:
@@ -163,7 +187,7 @@ class FolderWriter(_Writer):
 
     def __init__(self, out: Path, state: JobState) -> None:
         super().__init__(out, state)
-        for stale in out.glob(".*.tmp"):
+        for stale in self.images.glob(".*.tmp"):
             stale.unlink()
 
     def _store(self, sample: Sample) -> dict[str, str]:
@@ -171,9 +195,26 @@ class FolderWriter(_Writer):
         for name, data in sample.files.items():
             if not _MEMBER.match(name):
                 raise SynthgenClientError(f"unexpected member name {name[:80]!r} in the result")
-            write_atomically(self.out / name, data)
+            write_atomically(self.images / name, data)
             names.append(name)
         return {"file": names[0]}
+
+
+class ImageFolderWriter(FolderWriter):
+    """The Hugging Face ImageFolder layout: images and ``metadata.jsonl`` under ``train/``."""
+
+    manifest_name = imagefolder.METADATA
+
+    def __init__(self, out: Path, state: JobState) -> None:
+        (out / imagefolder.SPLIT).mkdir(parents=True, exist_ok=True)
+        super().__init__(out, state)
+
+    @property
+    def images(self) -> Path:
+        return self.out / imagefolder.SPLIT
+
+    def record(self, where: dict[str, str], meta: dict[str, Any]) -> dict[str, Any]:
+        return imagefolder.metadata_record(where["file"], meta)
 
 
 def shard_bounds(count: int, shards: int) -> list[tuple[int, int]]:
@@ -258,8 +299,9 @@ def _load_state(job: RemoteJob) -> JobState:
 def _create_job(client: SynthgenClient, job: RemoteJob, state: JobState) -> None:
     seed = state.seed if state.seed is not None else job.seed
     created = client.create_job(
-        job.count, seed=seed, model=state.model or job.model, truncation=job.truncation, format=job.fmt, quality=job.quality
-    )
+        job.count, seed=seed, model=state.model or job.model, truncation=job.truncation, format=job.fmt, quality=job.quality,
+        **job.crowd.to_dict(),
+    )  # fmt: skip
     state.server, state.job_id, state.seed, state.model = job.server, created.id, created.seed, created.model
     state.save(job.out)
     log.info("job %s: %d images of %s, seed %d", created.id, created.count, created.model, created.seed)
@@ -294,16 +336,45 @@ def _download(client: SynthgenClient, job: RemoteJob, state: JobState, writer: _
                 recreated = True
 
 
+def _writer(job: RemoteJob, state: JobState) -> _Writer:
+    if job.shards:
+        return ShardWriter(job.out, state, job.count, job.shards)
+    return ImageFolderWriter(job.out, state) if job.layout == "imagefolder" else FolderWriter(job.out, state)
+
+
+def _card_path(job: RemoteJob) -> Path | None:
+    """Where the job's dataset card goes (the ImageFolder layout's README.md), or None."""
+    return job.out / imagefolder.CARD if job.layout == "imagefolder" else None
+
+
+def _write_card(client: SynthgenClient, job: RemoteJob, state: JobState) -> None:
+    """The card counts every image, so the server has it once the job has succeeded (shortly after its last image)."""
+    card = _card_path(job)
+    if card is None:
+        return
+    finished = client.wait(state.job_id, poll_interval=0.2, timeout=CARD_WAIT_S)
+    if finished.status != JobStatus.SUCCEEDED:
+        raise SynthgenClientError(f"job {state.job_id} is {finished.status}: it has no dataset card")
+    write_atomically(card, client.card(state.job_id).encode("utf-8"))
+
+
+def _summary(job: RemoteJob, state: JobState, writer: _Writer) -> str:
+    layout = f"{job.shards} shards" if job.shards else "files" if job.layout == LAYOUTS[0] else "a Hugging Face ImageFolder"
+    listed = writer.images.relative_to(job.out) / writer.manifest_name
+    return f"{job.count} images of {state.model} (seed {state.seed}) in {job.out}/ as {layout}, listed in {listed}\n"
+
+
 def generate_remote(job: RemoteJob) -> int:
     """Generate ``job`` on its server into ``job.out``, resuming whatever a previous run left."""
     job.out.mkdir(parents=True, exist_ok=True)
     state = _load_state(job)
-    if state.job_id and state.next_index >= job.count:
+    card = _card_path(job)
+    if state.job_id and state.next_index >= job.count and (card is None or card.exists()):
         sys.stdout.write(f"all {job.count} images are already in {job.out}/\n")
         return 0
     with SynthgenClient(job.server, api_key=job.api_key) as client:
         _ensure_job(client, job, state)
-        writer = ShardWriter(job.out, state, job.count, job.shards) if job.shards else FolderWriter(job.out, state)
+        writer = _writer(job, state)
         try:
             _download(client, job, state, writer)
         except KeyboardInterrupt:
@@ -311,19 +382,21 @@ def generate_remote(job: RemoteJob) -> int:
             raise
         finally:
             writer.close()
-    layout = f"{job.shards} shards" if job.shards else "files"
-    sys.stdout.write(f"{job.count} images of {state.model} (seed {state.seed}) in {job.out}/ as {layout}, listed in {MANIFEST}\n")
+        _write_card(client, job, state)
+    sys.stdout.write(_summary(job, state, writer))
     return 0
 
 
-def generate_from_args(args: argparse.Namespace) -> int:
+def generate_from_args(args: argparse.Namespace, crowd: Crowd, count: int) -> int:
     """``synthgen generate --server``; API errors become one line on stderr and exit status 2."""
-    if args.shards is not None and args.shards > args.count:
-        raise ValueError(f"--shards must be at most --count ({args.count}), got {args.shards}")
+    if args.shards is not None and args.shards > count:
+        raise ValueError(f"--shards must be at most --count ({count}), got {args.shards}")
+    if args.shards is not None and args.layout != LAYOUTS[0]:
+        raise ValueError(f"--shards writes tar shards; it does not go with --layout {args.layout}")
     job = RemoteJob(
-        server=args.server, count=args.count, out=Path(args.out), fmt=args.format, quality=args.quality,
+        server=args.server, count=count, out=Path(args.out), fmt=args.format, quality=args.quality,
         shards=args.shards, seed=args.seed, truncation=args.truncation, model=args.model,
-        api_key=args.api_key or os.environ.get("SYNTHGEN_API_KEY") or None,
+        api_key=args.api_key or os.environ.get("SYNTHGEN_API_KEY") or None, crowd=crowd, layout=args.layout,
     )  # fmt: skip
     if not logging.getLogger().isEnabledFor(logging.DEBUG):
         logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is too much beside the progress bar

@@ -29,6 +29,7 @@ import pytest
 from PIL import Image
 
 from service.settings import Settings
+from tests.support.conditional_model import ConditionalModel
 from tests.support.live import in_api_decode_without_worker
 
 REPO = Path(__file__).resolve().parent.parent
@@ -399,4 +400,74 @@ def test_page_reports_a_full_queue(live_server: Callable[..., LiveServer], brows
 
     assert not view.page_errors, view.page_errors
     assert all("429" in text or "413" in text for text in view.console_errors), view.console_errors
+    view.assert_only_local_traffic()
+
+
+def test_page_asks_for_who_is_in_the_crowd(
+    live_server: Callable[..., LiveServer], browser: Callable[[str], Browser], tiny_conditional: ConditionalModel
+) -> None:
+    server = live_server(models_dir=tiny_conditional.models_dir, default_model=tiny_conditional.name)
+    [model] = json.loads(server.get("/v1/models"))["models"]
+    attributes: dict[str, list[str]] = model["attributes"]
+    fixed = next(n for n in model["identity_attributes"] if len(attributes[n]) >= 2)
+    shared = next(n for n, v in attributes.items() if n not in model["identity_attributes"] and len(v) >= 3)
+    fixed_value, first = attributes[fixed][-1], attributes[shared][0]
+    others = attributes[shared][1:]
+    view = browser(server.url)
+    page = view.page
+    page.goto(server.url + "/")
+
+    # one picker per attribute of the model, from GET /v1/models
+    page.wait_for_function(f"document.querySelectorAll('#attributes .attribute').length === {len(attributes)}")
+    assert page.get_attribute("#attributes", "data-model") == tiny_conditional.ref
+    assert page.is_visible("#attributes-help") and page.is_hidden("#attributes-none")
+    options = page.eval_on_selector(f'[data-testid="attr-{fixed}"]', "s => [...s.options].map(o => o.value)")
+    assert options == ["", *attributes[fixed]]
+    page.select_option(f'[data-testid="attr-{fixed}"]', fixed_value)
+    assert page.is_disabled(f'[data-testid="shares-{fixed}"]'), "a fixed attribute cannot also have shares"
+
+    # exact shares: the sliders start even, and moving one rescales the others, always 100% in all
+    page.check(f'[data-testid="shares-{shared}"]')
+    assert page.is_visible(f'[data-testid="dist-{shared}"]') and page.is_disabled(f'[data-testid="attr-{shared}"]')
+
+    def percents() -> dict[str, float]:
+        return {v: float(page.inner_text(f'[data-testid="share-{shared}-{v}-percent"]').rstrip("%")) for v in attributes[shared]}
+
+    assert all(abs(p - 100 / len(attributes[shared])) < 0.06 for p in percents().values()), percents()
+    page.focus(f'[data-testid="share-{shared}-{first}"]')
+    page.keyboard.press("Home")
+    for _ in range(60):
+        page.keyboard.press("ArrowRight")
+    shown = percents()
+    assert shown[first] == 60 and all(abs(shown[v] - 40 / len(others)) < 0.06 for v in others), shown
+    assert abs(sum(shown.values()) - 100) < 0.1 * len(shown), shown
+    assert "total 100%" in page.inner_text(f'[data-testid="dist-{shared}"] .shares-total')
+
+    # a small identity job: 3 identities x 4 faces, shown as a grid of 3 rows and 4 columns
+    page.fill("#identities", "3")
+    page.fill("#per-identity", "4")
+    assert page.input_value("#download-count") == "12" and page.is_disabled("#download-count")
+    page.click("#download")
+    page.wait_for_selector("#download-link", state="visible", timeout=60_000)
+    job_id = page.get_attribute("#job", "data-job-id")
+    job = json.loads(server.get(f"/v1/jobs/{job_id}"))
+    assert (job["count"], job["identities"], job["per_identity"], job["attributes"]) == (12, 3, 4, {fixed: fixed_value})
+    assert set(job["distribution"]) == {shared} and abs(job["distribution"][shared][first] - 0.6) < 1e-9
+    assert abs(sum(job["distribution"][shared].values()) - 1) < 1e-9
+
+    page.wait_for_selector("#identity-grid", state="visible")
+    rows = page.eval_on_selector_all(
+        "#identity-grid .identity-row",
+        "rows => rows.map(r => [r.dataset.identity, [...r.querySelectorAll('img')].map(i => [i.dataset.index, JSON.parse(i.dataset.attributes)])])",
+    )
+    assert [identity for identity, _ in rows] == ["0", "1", "2"], rows
+    assert [[int(index) for index, _ in images] for _, images in rows] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11]]
+    assert all(labels[fixed] == fixed_value for _, images in rows for _, labels in images)
+    grid = view.image_bytes("#identity-grid img")
+    assert grid[5] == server.get(f"/v1/jobs/{job_id}/images/5"), "the grid's face 5 is not the job's image 5"
+    assert page.is_visible("#card-link") and page.get_attribute("#card-link", "download") == f"synthgen-{job_id}.md"
+
+    assert page.is_hidden("#status"), page.inner_text("#status")
+    assert not view.page_errors, view.page_errors
+    assert not view.console_errors, view.console_errors
     view.assert_only_local_traffic()

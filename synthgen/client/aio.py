@@ -15,6 +15,7 @@ import httpx
 
 from synthgen.client.common import (
     _Base,
+    _crowd_fields,
     _image_request,
     _interpolate_request,
     _job_body,
@@ -86,15 +87,24 @@ class AsyncSynthgenClient(_Base):
         return [ModelInfo.from_json(m) for m in (await self._send("GET", "/v1/models")).json()["models"]]
 
     async def create_job(
-        self, count: int, seed: int | None = None, model: str | None = None, truncation: float | None = None,
+        self, count: int | None = None, seed: int | None = None, model: str | None = None, truncation: float | None = None,
         format: str = DEFAULT_FORMAT, quality: int = DEFAULT_QUALITY, priority: str | None = None, unique: bool = False,
-        collection: str | None = None, novel: bool = False,
+        collection: str | None = None, novel: bool = False, *, attributes: Mapping[str, str] | None = None,
+        distribution: Mapping[str, Mapping[str, float]] | None = None, identities: int | None = None,
+        per_identity: int | None = None, variation: float | None = None,
     ) -> Job:  # fmt: skip
-        body = _job_body(count, seed, model, truncation, format, quality, priority, unique, collection, novel)
+        """A job of ``count`` images; ``attributes``, ``distribution`` and ``identities`` x ``per_identity``
+        (with ``variation``) say who is in it (``count`` may then be omitted), as API.md describes."""
+        crowd = _crowd_fields(attributes, distribution, identities, per_identity, variation)
+        body = _job_body(count, seed, model, truncation, format, quality, priority, unique, collection, novel, crowd)
         return Job.from_json((await self._send("POST", "/v1/jobs", json=body, idempotent=False)).json())
 
     async def job(self, job_id: str) -> Job:
         return Job.from_json((await self._send("GET", _job_path(job_id))).json())
+
+    async def card(self, job_id: str) -> str:
+        """The job's dataset card (markdown): model, request, counts, requested vs predicted attributes."""
+        return (await self._send("GET", _job_path(job_id, "/card"))).text
 
     async def cancel(self, job_id: str) -> Job:
         return Job.from_json((await self._send("DELETE", _job_path(job_id))).json())

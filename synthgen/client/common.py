@@ -27,14 +27,28 @@ def _drop_none(values: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in values.items() if v is not None}
 
 
-def _job_body(
-    count: int, seed: int | None, model: str | None, truncation: float | None, fmt: str, quality: int,
-    priority: str | None, unique: bool, collection: str | None, novel: bool = False,
+def _crowd_fields(
+    attributes: Mapping[str, str] | None, distribution: Mapping[str, Mapping[str, float]] | None,
+    identities: int | None, per_identity: int | None, variation: float | None,
 ) -> dict[str, Any]:  # fmt: skip
+    """Who is in the crowd (API.md, "Controlling the crowd"): only the fields given, so plain jobs stay plain."""
+    fields = {
+        "attributes": dict(attributes) if attributes else None,
+        "distribution": {name: dict(shares) for name, shares in distribution.items()} if distribution else None,
+        "identities": identities, "per_identity": per_identity, "variation": variation,
+    }  # fmt: skip
+    return _drop_none(fields)
+
+
+def _job_body(
+    count: int | None, seed: int | None, model: str | None, truncation: float | None, fmt: str, quality: int,
+    priority: str | None, unique: bool, collection: str | None, novel: bool = False, crowd: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """The ``POST /v1/jobs`` body; ``count`` may be None in an identity job (identities x per_identity)."""
     body = {"count": count, "seed": seed, "model": model, "truncation": truncation, "format": fmt, "quality": quality}
     # optional features are sent only when asked for, so servers without them accept the body
     extra = {"priority": priority, "unique": True if unique else None, "collection": collection, "novel": True if novel else None}
-    return _drop_none({**body, **extra})
+    return _drop_none({**body, **extra, **(crowd or {})})
 
 
 def _image_request(

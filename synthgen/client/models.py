@@ -37,6 +37,12 @@ class Job:
     expires_at: float | None = None
     error: str | None = None
     links: dict[str, str] = field(default_factory=dict)
+    # who is in the crowd, as the request said (absent from plain jobs)
+    attributes: dict[str, str] = field(default_factory=dict)
+    distribution: dict[str, dict[str, float]] = field(default_factory=dict)
+    identities: int | None = None
+    per_identity: int | None = None
+    variation: float | None = None
 
     @property
     def finished(self) -> bool:
@@ -56,10 +62,18 @@ class ModelInfo:
     image_shape: tuple[int, int, int]  # height, width, channels
     default: bool = False
     prior: dict[str, Any] = field(default_factory=dict)
+    attributes: dict[str, list[str]] = field(default_factory=dict)  # {name: [values]}; {} when unconditional
+    identity_attributes: list[str] = field(default_factory=list)  # fixed within an identity of an identity job
+    classifier: dict[str, Any] | None = None  # {"accuracy": {name: fraction}}: None when images are not labelled
 
     @property
     def ref(self) -> str:
         return f"{self.name}@{self.version}"
+
+    @property
+    def conditional(self) -> bool:
+        """Whether jobs of this model take ``attributes`` and ``distribution``."""
+        return bool(self.attributes)
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> ModelInfo:
@@ -84,6 +98,17 @@ class Sample:
     def meta(self) -> dict[str, Any]:
         meta: dict[str, Any] = json.loads(self.members[f"{self.key}.json"])
         return meta
+
+    @property
+    def attributes(self) -> dict[str, str]:
+        """The values the image was conditioned on ({} from an unconditional model)."""
+        return dict(self.meta.get("attributes") or {})
+
+    @property
+    def identity(self) -> int | None:
+        """The identity the image belongs to, in an identity job."""
+        identity = self.meta.get("identity")
+        return None if identity is None else int(identity)
 
     @property
     def files(self) -> dict[str, bytes]:

@@ -10,6 +10,7 @@
   const POLL_MS = 500;
   const TRUNCATION_OFF = 3.25; // the slider's last stop means "no truncation"
   const MAX_DOWNLOAD = 10000; // the page holds the tar in memory; larger sets: use the API directly
+  const MAX_IDENTITY_ROWS = 32; // the identity grid shows the first identities of a larger job
   const KEY_STORAGE = "synthgen.apiKey";
 
   const $ = (id) => document.getElementById(id);
@@ -39,6 +40,18 @@
     progress: $("progress"),
     progressText: $("progress-text"),
     downloadLink: $("download-link"),
+    jobModel: $("job-model"),
+    attributes: $("attributes"),
+    attributesNone: $("attributes-none"),
+    attributesHelp: $("attributes-help"),
+    identities: $("identities"),
+    perIdentity: $("per-identity"),
+    variation: $("variation"),
+    variationValue: $("variation-value"),
+    cardLink: $("card-link"),
+    identityView: $("identity-view"),
+    identityGrid: $("identity-grid"),
+    identityMore: $("identity-more"),
   };
 
   let err401Pending = false; // the last error was a 401: the key field is marked invalid
@@ -56,6 +69,10 @@
     stripUrl: null,
     job: null, // {id, timer, links}
     downloadUrl: null,
+    cardUrl: null,
+    models: [], // GET /v1/models
+    crowd: null, // the attribute controls of the chosen model (crowd.js)
+    identityUrls: [],
   };
 
   // ---------------------------------------------------------------- API access and errors
@@ -215,10 +232,78 @@
         (channels === 3 ? " RGB" : " × " + channels) + " · sha256 " + model.sha256.slice(0, 8) + "…";
       el.modelInfo.title = model.sha256;
       el.modelInfo.dataset.latentDim = String(model.latent_dim);
+      showModels(body.models, model);
     } catch (err) {
       el.modelInfo.textContent = err instanceof ApiError && err.status === 401 ? "model: locked (needs an API key)" : "model: unavailable";
       reportError(err, "Loading the model");
     }
+  }
+
+  function modelRef(model) {
+    return model.name + "@" + model.version;
+  }
+
+  function showModels(models, chosen) {
+    const keep = el.jobModel.value;
+    state.models = models;
+    el.jobModel.replaceChildren(
+      ...models.map((m) => Object.assign(document.createElement("option"), {
+        value: modelRef(m),
+        textContent: modelRef(m) + (m.default ? " (default)" : "") + (Object.keys(m.attributes || {}).length ? "" : ", unconditional"),
+      })),
+    );
+    el.jobModel.value = models.some((m) => modelRef(m) === keep) ? keep : modelRef(chosen);
+    showAttributes();
+  }
+
+  function chosenModel() {
+    return state.models.find((m) => modelRef(m) === el.jobModel.value) || null;
+  }
+
+  // ---------------------------------------------------------------- who is in the data set
+
+  function showAttributes() {
+    const model = chosenModel();
+    state.crowd = window.SynthgenCrowd.buildAttributes(el.attributes, model, () => undefined);
+    el.attributes.dataset.model = model ? modelRef(model) : "";
+    el.attributesNone.hidden = state.crowd.count > 0;
+    el.attributesHelp.hidden = state.crowd.count === 0;
+  }
+
+  function identityFields() {
+    const identities = el.identities.value.trim();
+    if (!identities) return null;
+    return {
+      identities: Number(identities),
+      per_identity: Number(el.perIdentity.value),
+      variation: Number(el.variation.value),
+    };
+  }
+
+  function showIdentityCount() {
+    const fields = identityFields();
+    el.downloadCount.disabled = fields !== null || state.job !== null;
+    if (fields && Number.isInteger(fields.identities * fields.per_identity)) {
+      el.downloadCount.value = String(fields.identities * fields.per_identity);
+    }
+    el.variationValue.textContent = Number(el.variation.value).toFixed(2);
+  }
+
+  function clearIdentityGrid() {
+    state.identityUrls.forEach(revoke);
+    state.identityUrls = [];
+    el.identityGrid.replaceChildren();
+    el.identityView.hidden = true;
+  }
+
+  function showIdentityGrid(buffer) {
+    clearIdentityGrid();
+    const samples = window.SynthgenCrowd.readTar(buffer);
+    state.identityUrls = window.SynthgenCrowd.identityGrid(el.identityGrid, samples, MAX_IDENTITY_ROWS);
+    const total = Number(el.identityGrid.dataset.identities);
+    el.identityMore.hidden = total <= MAX_IDENTITY_ROWS;
+    el.identityMore.textContent = "The first " + MAX_IDENTITY_ROWS + " of " + total + " identities; the tar holds them all.";
+    el.identityView.hidden = false;
   }
 
   // ---------------------------------------------------------------- the crowd
@@ -458,7 +543,7 @@
 
   function setJobUi(running) {
     el.download.disabled = running;
-    el.downloadCount.disabled = running;
+    el.downloadCount.disabled = running || identityFields() !== null;
     el.cancelJob.hidden = !running;
   }
 
@@ -481,22 +566,39 @@
       el.downloadCount.focus();
       return;
     }
+    const identities = identityFields();
+    if (identities && !(Number.isInteger(identities.identities) && identities.identities >= 1 &&
+        Number.isInteger(identities.per_identity) && identities.per_identity >= 1)) {
+      showStatus("Identities and faces per identity: expected whole numbers from 1, got " +
+        JSON.stringify(el.identities.value) + " and " + JSON.stringify(el.perIdentity.value), "error");
+      el.identities.focus();
+      return;
+    }
     stopPolling();
     revoke(state.downloadUrl);
+    revoke(state.cardUrl);
     state.downloadUrl = null;
+    state.cardUrl = null;
     el.downloadLink.hidden = true;
     el.downloadLink.removeAttribute("href");
+    el.cardLink.hidden = true;
+    clearIdentityGrid();
     el.job.hidden = false;
     setJobUi(true);
     showProgress({ status: "submitting", count, done: 0 });
     try {
-      const body = { count, seed: state.seed, truncation: state.truncation, format: "png" };
+      // count is implied by identities x per_identity; the crowd fields are sent only when set
+      const model = chosenModel();
+      const body = identities ? { seed: state.seed, truncation: state.truncation, format: "png", ...identities }
+        : { count, seed: state.seed, truncation: state.truncation, format: "png" };
+      if (model && !model.default) body.model = modelRef(model);
+      Object.assign(body, state.crowd ? state.crowd.fields() : {});
       const created = await (await api("/v1/jobs", {
         method: "POST",
         headers: { "Content-Type": "application/json" },
         body: JSON.stringify(body),
       })).json();
-      state.job = { id: created.id, links: created.links, timer: 0, failures: 0 };
+      state.job = { id: created.id, links: created.links, timer: 0, failures: 0, identities: created.identities };
       el.job.dataset.jobId = created.id;
       showProgress({ ...created, done: 0 });
       poll(state.job);
@@ -551,6 +653,7 @@
     try {
       const blob = await (await api(job.links.result)).blob();
       if (state.job !== job) return;
+      if (job.identities) showIdentityGrid(await blob.arrayBuffer());
       state.downloadUrl = URL.createObjectURL(new Blob([blob], { type: "application/x-tar" }));
       const name = "synthgen-" + job.id + ".tar";
       el.downloadLink.href = state.downloadUrl;
@@ -559,14 +662,30 @@
       el.downloadLink.dataset.bytes = String(blob.size);
       el.downloadLink.hidden = false;
       el.progressText.textContent = "succeeded: " + view.count.toLocaleString() + " faces, " + formatBytes(blob.size) + ".";
+      if (job.links.card) await fetchCard(job);
     } catch (err) {
-      reportError(err, "Fetching the tar");
+      reportError(err, "Fetching the result");
     } finally {
       if (state.job === job) {
         setJobUi(false);
         state.job = null;
       }
     }
+  }
+
+  async function fetchCard(job) {
+    let card;
+    try {
+      card = await (await api(job.links.card)).text();
+    } catch (err) {
+      reportError(err, "Fetching the dataset card");
+      return;
+    }
+    if (state.job !== job) return;
+    state.cardUrl = URL.createObjectURL(new Blob([card], { type: "text/markdown" }));
+    el.cardLink.href = state.cardUrl;
+    el.cardLink.download = "synthgen-" + job.id + ".md";
+    el.cardLink.hidden = false;
   }
 
   async function cancelDownload() {
@@ -640,6 +759,9 @@
       loadStrip();
     });
     el.downloadForm.addEventListener("submit", startDownload);
+    el.jobModel.addEventListener("change", showAttributes);
+    [el.identities, el.perIdentity, el.variation].forEach((input) => input.addEventListener("input", showIdentityCount));
+    showIdentityCount();
     el.cancelJob.addEventListener("click", cancelDownload);
 
     loadModel();
