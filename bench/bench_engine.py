@@ -61,11 +61,11 @@ def ceiling(count: int, fmt: str, ort_threads: int, encode_threads: int, batch: 
         pending = []
         for start in range(0, count, batch):
             indices = np.arange(start, min(count, start + batch))
-            z = model.latents(0, indices)
-            images = model.decode(z)
+            rows = model.inputs(0, indices)
+            images = model.decode(rows)
             # as many encode tasks as threads, so every encoder thread has work
             for part in np.array_split(np.arange(len(indices)), encode_threads):
-                pending.append(pool.submit(encode_samples, model, spec, indices[part], z[part], images[part]))
+                pending.append(pool.submit(encode_samples, model, spec, indices[part], rows[part], images[part]))
             while len(pending) > 4 * encode_threads:
                 pending.pop(0).result()
         for future in pending:
@@ -160,8 +160,8 @@ def lone_job_latency(base: str, repeats: int = 21) -> tuple[float, float, float]
             floor.append(time.perf_counter() - started)
             started = time.perf_counter()
             indices = np.array([i])
-            z = model.latents(0, indices)
-            encode_samples(model, spec, indices, z, model.decode(z))
+            rows = model.inputs(0, indices)
+            encode_samples(model, spec, indices, rows, model.decode(rows))
             direct.append(time.perf_counter() - started)
     return statistics.median(lone) * 1000, statistics.median(floor) * 1000, statistics.median(direct) * 1000
 

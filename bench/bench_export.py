@@ -7,7 +7,9 @@ torch eager at the same batch size. On a machine with CUDA (and onnxruntime-gpu)
     python bench/bench_export.py --checkpoint runs/default/checkpoint.pt --package models/avatars-64
 
 Without a checkpoint the decoder is rebuilt from the package's config with random weights and exported
-to a temporary folder: timings do not depend on the weights' values.
+to a temporary folder: timings do not depend on the weights' values. The inputs are a job's: latents of
+the package's prior and, for a conditional model, the one-hot attributes drawn from its training
+marginals (``Crowd``), fed as ``z`` and ``y``.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -25,6 +28,8 @@ import torch
 
 from aae.model import AAE, AAEConfig, load_checkpoint
 from export.graphs import DecoderImageHead, convert_fp16, decoder_inputs, export_graph
+from synthgen.core.attributes import AttributeSpace
+from synthgen.core.crowd import Crowd
 
 
 def best_time(fn: Callable[[], object], repeats: int, min_seconds: float = 0.2) -> float:
@@ -44,15 +49,24 @@ def best_time(fn: Callable[[], object], repeats: int, min_seconds: float = 0.2) 
     return best
 
 
-def ort_runner(path: Path, provider: str, z: np.ndarray) -> Callable[[], object]:
+def job_feeds(prior: dict[str, Any], space: AttributeSpace, latent_dim: int, batch: int) -> dict[str, np.ndarray]:
+    """The decoder's inputs for images 0 .. batch - 1 of seed 0: ``z``, and ``y`` for a conditional model."""
+    indices, crowd = np.arange(batch), Crowd()
+    feeds = {"z": crowd.latents(prior, 0, indices, latent_dim, None)}
+    if space:
+        feeds["y"] = space.one_hot(crowd.codes(space, 0, batch, indices))
+    return feeds
+
+
+def ort_runner(path: Path, provider: str, feeds: dict[str, np.ndarray]) -> Callable[[], object]:
     session = ort.InferenceSession(str(path), providers=[provider])
-    return lambda: session.run(None, {"z": z})
+    return lambda: session.run(None, feeds)
 
 
-def torch_runner(head: torch.nn.Module, z: torch.Tensor, device: str) -> Callable[[], object]:
+def torch_runner(head: torch.nn.Module, inputs: dict[str, torch.Tensor], device: str) -> Callable[[], object]:
     def run() -> object:
         with torch.inference_mode():
-            out = head(z)
+            out = head(**inputs)
             return out.cpu() if device == "cuda" else out
 
     return run
@@ -67,6 +81,7 @@ def main() -> None:
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile (it needs a C++ compiler)")
     args = parser.parse_args()
     package = Path(args.package)
+    prior = json.loads((package / "manifest.json").read_text())["prior"]
     if args.checkpoint:
         model, _ = load_checkpoint(args.checkpoint)
     else:
@@ -77,33 +92,34 @@ def main() -> None:
         export_graph(DecoderImageHead(model), decoder_inputs(model), "images", package / "decoder.onnx")
         convert_fp16(package / "decoder.onnx", package / "decoder.fp16.onnx")
     head = DecoderImageHead(model).eval()
-    latent_dim = model.config.latent_dim
+    latent_dim, space = model.config.latent_dim, model.config.attribute_space
     compiled = None if args.no_compile else torch.compile(head)
     cuda = torch.cuda.is_available() and "CUDAExecutionProvider" in ort.get_available_providers()
     print(f"torch {torch.__version__} ({torch.get_num_threads()} threads), onnxruntime {ort.__version__}, CUDA: {cuda}")
     print(f"{'batch':>5s}  {'runtime':34s} {'ms/batch':>9s} {'images/s':>9s} {'vs torch eager':>15s}")
     for batch in (int(b) for b in args.batches.split(",")):
-        z = np.random.default_rng(0).standard_normal((batch, latent_dim)).astype(np.float32)
-        zt = torch.from_numpy(z)
-        rows: list[tuple[str, float]] = [("torch eager (CPU)", best_time(torch_runner(head, zt, "cpu"), args.repeats))]
+        feeds = job_feeds(prior, space, latent_dim, batch)
+        tensors = {name: torch.from_numpy(value) for name, value in feeds.items()}
+        rows: list[tuple[str, float]] = [("torch eager (CPU)", best_time(torch_runner(head, tensors, "cpu"), args.repeats))]
         if compiled is not None:
-            rows.append(("torch.compile (CPU)", best_time(torch_runner(compiled, zt, "cpu"), args.repeats)))
+            rows.append(("torch.compile (CPU)", best_time(torch_runner(compiled, tensors, "cpu"), args.repeats)))
         rows.append(
-            ("onnxruntime CPU fp32", best_time(ort_runner(package / "decoder.onnx", "CPUExecutionProvider", z), args.repeats))
+            ("onnxruntime CPU fp32", best_time(ort_runner(package / "decoder.onnx", "CPUExecutionProvider", feeds), args.repeats))
         )
         if cuda:
-            gpu_head, zc = head.to("cuda"), zt.to("cuda")
-            rows.append(("torch eager (CUDA)", best_time(torch_runner(gpu_head, zc, "cuda"), args.repeats)))
+            gpu_head = head.to("cuda")
+            on_gpu = {name: value.to("cuda") for name, value in tensors.items()}
+            rows.append(("torch eager (CUDA)", best_time(torch_runner(gpu_head, on_gpu, "cuda"), args.repeats)))
             rows.append(
                 (
                     "onnxruntime CUDA fp32",
-                    best_time(ort_runner(package / "decoder.onnx", "CUDAExecutionProvider", z), args.repeats),
+                    best_time(ort_runner(package / "decoder.onnx", "CUDAExecutionProvider", feeds), args.repeats),
                 )
             )
             rows.append(
                 (
                     "onnxruntime CUDA fp16",
-                    best_time(ort_runner(package / "decoder.fp16.onnx", "CUDAExecutionProvider", z), args.repeats),
+                    best_time(ort_runner(package / "decoder.fp16.onnx", "CUDAExecutionProvider", feeds), args.repeats),
                 )
             )
             head.to("cpu")

@@ -3,10 +3,11 @@
 Every number is measured here, now, next to its baseline, with the same onnxruntime threads and
 spinning setting everywhere (``--ort-threads``, spinning off):
 
-1. bulk baseline: in-process decode of batches of ``--job-size`` latents + npy encoding of every image;
+1. bulk baseline: in-process decode of batches of ``--job-size`` decode rows (``LoadedModel.inputs``: the
+   latents, and a conditional model's attributes) + npy encoding of every image;
 2. bulk through the service (api + 1 worker + Redis, npy): jobs of ``--job-size`` with ``--in-flight`` at
    a time, and one job of ``--images`` streamed; each as a ratio to (1);
-3. interactive baseline: an in-process batch-1 loop (decode one latent, encode it);
+3. interactive baseline: an in-process batch-1 loop (decode one row, encode it);
 4. interactive through the service: ``--clients`` concurrent clients fetching ``GET /v1/images/{seed}.npy``
    back to back, decoded by the workers (SYNTHGEN_INTERACTIVE_DECODE=workers) and in the api (=api):
    images/s, p50 and p99, images/s as a ratio to (3), and the api process's CPU time per image (what
@@ -51,7 +52,7 @@ def bulk_baseline(model: LoadedModel, images: int, batch: int) -> float:
     """Images/s of in-process decode + npy encoding of every image."""
     started = time.perf_counter()
     for start in range(0, images, batch):
-        out = model.decode(model.latents(0, np.arange(start, min(images, start + batch))))
+        out = model.decode(model.inputs(0, np.arange(start, min(images, start + batch))))
         for image in out:
             encode_image(image, "npy")
     return images / (time.perf_counter() - started)
@@ -60,7 +61,7 @@ def bulk_baseline(model: LoadedModel, images: int, batch: int) -> float:
 def batch1_baseline(model: LoadedModel, images: int) -> float:
     started = time.perf_counter()
     for i in range(images):
-        encode_image(model.decode(model.latents(1000, np.array([i])))[0], "npy")
+        encode_image(model.decode(model.inputs(1000, np.array([i])))[0], "npy")
     return images / (time.perf_counter() - started)
 
 

@@ -3,8 +3,10 @@
 A job goes through Redis and a worker process (``SYNTHGEN_EXECUTION_PROVIDER``, IO binding on: on CUDA
 the fp16 graph with preallocated device buffers), and single images go over the interactive channel to
 the same worker. Their bytes are compared with an in-process decode on the same provider and graph,
-and with the fp32 CPU decode (the export's parity bound: 1 grey level for fp32, 8 for fp16).
-Writes ``serving.json``; exits 1 when a check fails.
+and with the fp32 CPU decode (the export's parity bound: 1 grey level for fp32, 8 for fp16). The model is
+the settings' default (``SYNTHGEN_MODELS_DIR``, ``SYNTHGEN_DEFAULT_MODEL``), conditional or not: the
+in-process decodes take the same rows as the job (``LoadedModel.inputs``). Writes ``serving.json``; exits 1
+when a check fails.
 
     python bench/gpu_check.py --provider cuda --count 4096 --out DIR
 """
@@ -60,12 +62,14 @@ def check(provider: str, count: int, out: Path) -> dict[str, object]:
         service.close()
     images = _npy_members(data)
     runner = reference.runner("on")
-    z = reference.latents(7, np.arange(count))
-    same = np.concatenate([runner(z[s : s + 256]) for s in range(0, count, 256)])
-    fp32 = cpu.decode(z)
+    rows = reference.inputs(7, np.arange(count))  # z, or [z | y] for a conditional model: what the job decoded
+    same = np.concatenate([runner(rows[s : s + 256]) for s in range(0, count, 256)])
+    fp32 = cpu.decode(rows)
     vs_same = int(np.abs(images.astype(int) - same.astype(int)).max())
     vs_cpu = int(np.abs(images.astype(int) - fp32.astype(int)).max())
     report = {
+        "model": reference.package.ref,
+        "conditional": bool(reference.attributes),
         "provider_asked": provider,
         "provider_used": reference.provider,
         "graph": graph,

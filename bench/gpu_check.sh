@@ -11,6 +11,7 @@
 # Without a GPU (or with --cpu) it runs the same steps at small sizes on the CPU provider: CI runs that
 # fallback, so the script cannot rot. Each step has its own time limit; one failing step does not stop
 # the others, and the exit status is 1 when any failed. summary.json and summary.md list every step.
+# The model is the settings' default (SYNTHGEN_MODELS_DIR, SYNTHGEN_DEFAULT_MODEL), conditional or not.
 #   bash bench/gpu_check.sh [--cpu] [--out DIR]
 set -uo pipefail
 
