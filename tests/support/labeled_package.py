@@ -65,6 +65,13 @@ def add_classifier(package: Path, out: Path) -> Path:
     (out / CLASSIFIER_FILE).write_bytes(graph)
     manifest["files"][CLASSIFIER_FILE] = {"sha256": hashlib.sha256(graph).hexdigest(), "bytes": len(graph)}
     names = list(manifest["attributes"]["values"])
-    manifest["classifier"] = {"file": CLASSIFIER_FILE, "accuracy": dict.fromkeys(names, 0.5)}
+    manifest["classifier"] = {
+        "file": CLASSIFIER_FILE,
+        "input": "images",
+        "output": "probabilities",
+        "values": manifest["attributes"]["values"],
+        "accuracy": dict.fromkeys(names, 0.5),
+        "held_out": {"data": "none: a fixed random graph for tests", "count": 1},
+    }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return out
