@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from bench import bench_engine, bench_serving
 from service.settings import get_settings
 from tests.support.conditional_model import ConditionalModel
 from tests.support.live import LiveService
@@ -34,12 +33,39 @@ def conditional_default(tiny_conditional: ConditionalModel, monkeypatch: pytest.
     get_settings.cache_clear()
 
 
+def _run_in_a_bench_process(code: str, env: dict[str, str], timeout: int) -> None:
+    """Run ``code`` with the bench modules importable, in its own process (tests do not import bench/)."""
+    full = {**os.environ, **env, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=full, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+IN_PROCESS = """
+from bench import bench_engine, bench_serving
+model = bench_serving.load_model(ort_threads=1, provider="cpu")
+assert model.attributes and model.row_dim > model.package.latent_dim
+assert bench_serving.bulk_baseline(model, 24, 8) > 0
+assert bench_serving.batch1_baseline(model, 4) > 0
+assert bench_engine.ceiling(24, "png", ort_threads=1, encode_threads=2, batch=8) > 0
+"""
+
+AGAINST_A_SERVICE = """
+import sys
+from bench import bench_engine, bench_serving
+base = sys.argv[1]
+assert bench_serving.bulk_jobs(base, 16, 8, 2) > 0
+assert bench_serving.one_job(base, 8) > 0
+rate, p50, p99 = bench_serving.interactive(base, 2, 2)
+assert rate > 0 and 0 < p50 <= p99
+assert bench_engine.run_job(base, 8)[1] > 0
+lone, floor, direct = bench_engine.lone_job_latency(base, repeats=2)
+assert lone > 0 and floor > 0 and direct > 0
+"""
+
+
+@pytest.mark.timeout(240)
 def test_the_in_process_baselines_decode_conditional_rows(conditional_default: dict[str, str]) -> None:
-    model = bench_serving.load_model(ort_threads=1, provider="cpu")
-    assert model.attributes and model.row_dim > model.package.latent_dim
-    assert bench_serving.bulk_baseline(model, 24, 8) > 0
-    assert bench_serving.batch1_baseline(model, 4) > 0
-    assert bench_engine.ceiling(24, "png", ort_threads=1, encode_threads=2, batch=8) > 0
+    _run_in_a_bench_process(IN_PROCESS, conditional_default, 200)
 
 
 @pytest.mark.timeout(240)
@@ -47,14 +73,8 @@ def test_the_service_measurements_run_on_a_conditional_model(conditional_default
     service = LiveService({**conditional_default, "SYNTHGEN_CHUNK_SIZE": "8"}, workers=1)
     try:
         service.wait_workers()
-        base = service.base_url
-        assert bench_serving.bulk_jobs(base, 16, 8, 2) > 0
-        assert bench_serving.one_job(base, 8) > 0
-        rate, p50, p99 = bench_serving.interactive(base, 2, 2)
-        assert rate > 0 and 0 < p50 <= p99
-        assert bench_engine.run_job(base, 8)[1] > 0
-        lone, floor, direct = bench_engine.lone_job_latency(base, repeats=2)
-        assert lone > 0 and floor > 0 and direct > 0
+        code = AGAINST_A_SERVICE.replace("sys.argv[1]", repr(service.base_url))
+        _run_in_a_bench_process(code, conditional_default, 200)
     finally:
         service.close()
 

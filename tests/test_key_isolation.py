@@ -39,6 +39,7 @@ REQUESTS: dict[tuple[str, str], tuple[str, dict[str, Any] | None]] = {
     ("GET", "/v1/jobs/{job_id}"): ("/v1/jobs/{job}", None),
     ("DELETE", "/v1/jobs/{job_id}"): ("/v1/jobs/{job}", None),
     ("GET", "/v1/jobs/{job_id}/result"): ("/v1/jobs/{job}/result", None),
+    ("GET", "/v1/jobs/{job_id}/card"): ("/v1/jobs/{job}/card", None),
     ("GET", "/v1/jobs/{job_id}/images/{index}"): ("/v1/jobs/{job}/images/0", None),
     ("GET", "/v1/images/{filename}"): ("/v1/images/7.png", None),
     ("POST", "/v1/interpolate"): ("/v1/interpolate", {"from_seed": 1, "to_seed": 2, "steps": 3}),
