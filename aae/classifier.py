@@ -191,6 +191,7 @@ class ClassifierOptions:
     augment: bool = True
     train_seed: int = 0  # initialization, data order and augmentation
     threads: int | None = None
+    bf16: bool = False  # bfloat16 autocast for the forward pass (the weights and the optimizer stay float32)
     held_out_seed: int = HELD_OUT_SEED
     held_out_count: int = HELD_OUT_COUNT
     cache_dir: str | None = "cache"
@@ -259,7 +260,9 @@ def _fit(model: AttributeClassifier, batches: _Batches, options: ClassifierOptio
         x, codes, visible = batches.next()
         if options.augment:
             x = augment(x, generator).contiguous(memory_format=torch.channels_last)
-        loss = attribute_losses(model(x), codes, visible, space).mean()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=options.bf16):
+            logits = model(x)
+        loss = attribute_losses(logits.float(), codes, visible, space).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

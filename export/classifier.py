@@ -53,7 +53,8 @@ def _check_fits(model: AttributeClassifier, image_shape: tuple[int, int, int], s
     own = (config.image_size, config.image_size, config.channels)
     if own != tuple(image_shape):
         raise ExportError(f"the classifier takes {own} images, the package's are {tuple(image_shape)}")
-    if space and {n: tuple(v) for n, v in space.values.items()} != {n: tuple(v) for n, v in config.space.values.items()}:
+    # ordered: the service reads the classifier's output columns in the model's attribute order
+    if space and [(n, tuple(v)) for n, v in space.values.items()] != [(n, tuple(v)) for n, v in config.space.values.items()]:
         raise ExportError(
             "the classifier's attributes and values differ from the model's: train it on the model's data "
             f"(classifier {dict(config.space.values)}, model {dict(space.values)})"
@@ -77,7 +78,8 @@ def classifier_entry(
         "input_dtype": "uint8",
         "output_dtype": "float32",
         "layout": "NHWC",
-        "values": {n: list(v) for n, v in space.values.items()},  # the output's blocks of columns, in order
+        "order": list(space.names),  # the output's blocks of columns, in order
+        "values": {n: list(v) for n, v in space.values.items()},
         "accuracy": measured,
         "held_out": held_out,
         "parity": parity.to_dict(),

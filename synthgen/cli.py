@@ -194,6 +194,7 @@ def cmd_classifier_train(args: argparse.Namespace) -> int:
         lr=args.lr,
         train_seed=args.seed,
         threads=args.threads,
+        bf16=args.bf16,
         held_out_seed=args.held_out_seed,
         held_out_count=args.held_out_count,
         cache_dir=args.cache_dir,
@@ -464,6 +465,7 @@ def _add_classifier(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     t.add_argument("--lr", type=_positive_float, default=2e-3)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--threads", type=_positive_int, default=None)
+    t.add_argument("--bf16", action="store_true", help="bfloat16 autocast (pays where the CPU has AMX)")
     t.add_argument("--held-out-seed", type=int, default=7, help="avatars: the held-out images' dataset seed")
     t.add_argument("--held-out-count", type=_positive_int, default=2000)
     t.add_argument("--cache-dir", default="cache")

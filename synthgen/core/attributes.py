@@ -124,6 +124,8 @@ class AttributeSpace:
 
     def to_manifest(self) -> dict[str, Any]:
         return {
+            # JSON objects have no order (manifests are written with sorted keys): "order" keeps the decoder's
+            "order": list(self.names),
             "values": {n: list(v) for n, v in self.values.items()},
             "identity": list(self.identity),
             "marginals": {n: [round(float(s), 6) for s in self.marginal(n)] for n in self.values},
@@ -134,7 +136,10 @@ class AttributeSpace:
         """The space of a manifest's ``attributes`` entry; empty (unconditional) when there is none."""
         if not entry:
             return cls({})
-        values = {str(n): tuple(str(v) for v in vals) for n, vals in entry["values"].items()}
+        order = entry.get("order") or list(entry["values"])
+        if sorted(order) != sorted(entry["values"]):
+            raise ValueError(f"attributes: order {list(order)} does not name the attributes {sorted(entry['values'])}")
+        values = {str(n): tuple(str(v) for v in entry["values"][n]) for n in order}
         marginals = {str(n): tuple(float(s) for s in shares) for n, shares in (entry.get("marginals") or {}).items()}
         return cls(values, tuple(entry.get("identity", ())), marginals or None)
 

@@ -60,15 +60,16 @@ def add_classifier(package: Path, out: Path) -> Path:
     """A copy of ``package`` at ``out`` with a classifier; returns ``out``."""
     shutil.copytree(package, out)
     manifest = json.loads((out / "manifest.json").read_text())
-    blocks = [len(values) for values in manifest["attributes"]["values"].values()]
+    names = list(manifest["attributes"]["order"])
+    blocks = [len(manifest["attributes"]["values"][name]) for name in names]
     graph = classifier_graph(int(manifest["image"]["channels"]), blocks)
     (out / CLASSIFIER_FILE).write_bytes(graph)
     manifest["files"][CLASSIFIER_FILE] = {"sha256": hashlib.sha256(graph).hexdigest(), "bytes": len(graph)}
-    names = list(manifest["attributes"]["values"])
     manifest["classifier"] = {
         "file": CLASSIFIER_FILE,
         "input": "images",
         "output": "probabilities",
+        "order": names,
         "values": manifest["attributes"]["values"],
         "accuracy": dict.fromkeys(names, 0.5),
         "held_out": {"data": "none: a fixed random graph for tests", "count": 1},
