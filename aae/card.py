@@ -235,6 +235,31 @@ def _other_rows(metrics: dict[str, Any]) -> list[str]:
     return rows
 
 
+def duplicates_text(metrics: dict[str, Any]) -> str:
+    """Why the samples' and the real faces' near-duplicate rates differ, in the card's words."""
+    div = metrics["diversity"]
+    sample, real = 100 * div["rate"], 100 * div["real_training_images"]["rate"]
+    head = (
+        f"**Near-duplicates.** {sample:.1f}% of samples and {real:.1f}% of real training faces have a neighbour closer than "
+        "the `unique` threshold. "
+    )
+    if metrics["data"]["source"] != "avatars":
+        return head + "A `unique` job removes such samples whatever the rate."
+    if sample < real:
+        why = (
+            "Real avatars are assembled from a finite vocabulary of parts, so many of them share every visible part and "
+            "differ only in details that vanish at this size; a sample's z and y are continuous, and the small "
+            "departures of a decoded face from any exact combination of parts (softness, faint texture) keep samples "
+            "apart more often. A lower rate here is no sign of more variety."
+        )
+    else:
+        why = (
+            "The samples repeat themselves at least as often as the real faces do: the decoder maps many latents to "
+            "nearly the same face. A `unique` job removes the repeats."
+        )
+    return head + why
+
+
 def metrics_table(metrics: dict[str, Any], image_size: int) -> str:
     header = ["| metric | this model | reference | on |", "|---|---|---|---|"]
     return "\n".join(header + _swd_rows(metrics, image_size) + _encoder_rows(metrics) + _other_rows(metrics))
@@ -338,6 +363,8 @@ disjoint held-out sets of {sizes["swd"]:,} faces: a model cannot beat it on aver
 the evaluation took {duration(metrics["timing"]["total"])}. Encoder: {metrics["encoder"]}.
 
 {metrics_table(metrics, size)}
+
+{duplicates_text(metrics)}
 
 {_comparison_section(metrics, baselines, card_dir, baselines_path)}
 {_pictures(files, bool(generator.attributes))}"""

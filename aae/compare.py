@@ -56,6 +56,8 @@ class CompareOptions:
     data_seed: int = 0
     max_steps: int | None = None
     threads: int | None = None
+    bf16: bool = False  # throughput settings, the same for every kind: they change no result beyond rounding
+    channels_last: bool = False
     cache_dir: str = "cache"
     held_out: str | None = None
     kinds: tuple[str, ...] = ("ae-raw", "ae", "vae", "aae")
@@ -83,6 +85,8 @@ class CompareOptions:
             cache_dir=self.cache_dir,
             max_steps=self.max_steps,
             threads=self.threads,
+            bf16=self.bf16,
+            channels_last=self.channels_last,
             config=config,
         )
         steps = self.epochs * (self.count // self.batch_size)
@@ -101,6 +105,7 @@ class CompareOptions:
             "data_seed",
             "max_steps",
             "recipe",
+            "bf16",
         )
         return {k: v for k, v in asdict(self).items() if k in keep}
 

@@ -47,6 +47,16 @@ RECIPES: dict[str, Recipe] = {
         lr_discriminator=1e-4,
         lr_generator=4e-4,
     ),
+    # avatars-64 v3's: in its long run the image adversary's discriminator collapsed to one constant output within
+    # a few hundred steps (hinge loss 2.000, accuracy 0 on reals and 1 on fakes) and gave the decoder no signal, at
+    # 1.5x the cost of a step; without it the same budget buys 1.5x the steps (bench/results/v3/README.md)
+    "v3": Recipe(
+        "an EMA of the decoder (half-life 10 kimg), the latent game at discriminator lr 1e-4, generator lr 4e-4; "
+        "no image adversary",
+        ema_kimg=10.0,
+        lr_discriminator=1e-4,
+        lr_generator=4e-4,
+    ),
 }
 
 

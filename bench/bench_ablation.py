@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from aae.data import image_grid
-from aae.evaluate import EvalData, EvalSizes, load_eval_data
+from aae.evaluate import EvalData, EvalSizes, load_eval_data, reconstruction_inputs
 from aae.generators import CheckpointGenerator
 from aae.metrics import sliced_wasserstein
 from synthgen.cli import main as synthgen
@@ -110,14 +110,15 @@ def _training_stats(run: Path, summary: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def score(name: str, run: Path, out: Path, cache_dir: str) -> dict[str, Any]:
-    generator = CheckpointGenerator(run / "checkpoint.pt")
+def score(name: str, run: Path, out: Path, cache_dir: str, checkpoint: str = "checkpoint.pt") -> dict[str, Any]:
+    generator = CheckpointGenerator(run / checkpoint)
     sizes = EvalSizes().fitted(4096)
     data = load_eval_data(generator, sizes, cache_dir=cache_dir)
     n = sizes.swd
     a, b = data.held_out[:n], data.held_out[n : 2 * n]
     samples = generator.decode(generator.sample_inputs(n, sizes.seed))
-    reconstructions = generator.decode(generator.encode(b))
+    condition = None if data.held_out_condition is None else data.held_out_condition[n : 2 * n]
+    reconstructions = generator.decode(reconstruction_inputs(generator, b, condition))  # a conditional model: b's own labels
     image_grid(samples[:64], columns=8).save(out / f"{name}_samples.png")
     pairs = np.stack([b[:32], reconstructions[:32]], axis=1).reshape(64, *b.shape[1:])
     image_grid(pairs, columns=8).save(out / f"{name}_reconstructions.png")

@@ -323,6 +323,8 @@ def _evaluate_compare(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         max_steps=args.max_steps,
         threads=args.threads,
+        bf16=args.compare_bf16,
+        channels_last=args.compare_channels_last,
         cache_dir=args.cache_dir,
         held_out=args.held_out,
         kinds=tuple(args.kinds.split(",")),
@@ -444,6 +446,8 @@ def _add_evaluate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     _add_architecture(g, "--image-size", "--latent-dim", "--base-width")
     g.add_argument("--max-steps", type=_positive_int, default=None)
     g.add_argument("--threads", type=_positive_int, default=None)
+    g.add_argument("--compare-bf16", action="store_true", help="train every kind with bfloat16 autocast (AMX CPUs)")
+    g.add_argument("--compare-channels-last", action="store_true", help="train every kind in the NHWC memory format")
     g.add_argument("--runs-dir", default="runs/compare", help="checkpoints and per-kind cards")
     g.add_argument("--recipe", default="default", help="the training recipe of every kind: a name in aae/recipes.py")
     p.set_defaults(func=cmd_evaluate)
@@ -501,7 +505,7 @@ def _add_train(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--no-amp", action="store_true", help="no bfloat16 autocast on CUDA")
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast on CPU too (AMX)")
     p.add_argument("--channels-last", action="store_true", help="NHWC memory format for the convolutions")
-    p.add_argument("--recipe", default="default", help="a named recipe of aae/recipes.py (default, sharp); flags win")
+    p.add_argument("--recipe", default="default", help="a named recipe of aae/recipes.py (default, sharp, v3); flags win")
     p.add_argument("--data", default="avatars", help="'avatars', 'lfw', or a folder of images")
     p.add_argument(
         "--conditional",
