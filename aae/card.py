@@ -226,11 +226,14 @@ def _other_rows(metrics: dict[str, Any]) -> list[str]:
         f"| near-duplicate rate | {100 * div['rate']:.2f}% | real training faces: {100 * real['rate']:.2f}% of {real['images']:,} "
         f"| {div['samples']:,} samples; nearest neighbour under the `unique` threshold {div['threshold']:.4f} ({div['metric']}) |",
     ]
-    for method in ("slerp", "lerp"):
+    held = " sharing their attributes" if "attributes" in interp else ""
+    labels = {"slerp": "slerp", "lerp": "lerp", "slerp_attributes_blended": "slerp with the attributes blended"}
+    for method in [m for m in labels if m in interp]:
         r = interp[method]
+        pairs = f"{interp['pairs']:,} random pairs{'' if method == 'slerp_attributes_blended' else held}"
         rows.append(
-            f"| interpolation SWD ×10³, {method} midpoints / endpoints | {_f(r['midpoints']['average_x1e3'])} / "
-            f"{_f(r['endpoints']['average_x1e3'])} ({r['ratio']:.2f}×) | 1× if midpoints look like endpoints | {interp['pairs']:,} random pairs |"
+            f"| interpolation SWD ×10³, {labels[method]} midpoints / endpoints | {_f(r['midpoints']['average_x1e3'])} / "
+            f"{_f(r['endpoints']['average_x1e3'])} ({r['ratio']:.2f}×) | 1× if midpoints look like endpoints | {pairs} |"
         )
     return rows
 

@@ -241,14 +241,26 @@ def diversity_metrics(generator: Generator, samples: np.ndarray, data: EvalData,
 
 
 def interpolation_metrics(generator: Generator, data: EvalData, sizes: EvalSizes) -> dict[str, Any]:
-    """Midpoint SWD against endpoint SWD of random pairs, for slerp (the service's default) and lerp."""
+    """Midpoint SWD against endpoint SWD of random pairs, for slerp (the service's default) and lerp.
+
+    For a conditional model the pairs of ``slerp`` and ``lerp`` share their attributes (the first face's): they
+    test the latent space, where the point between two faces must be a face. ``slerp_attributes_blended`` walks
+    pairs with attributes of their own, as ``/v1/interpolate`` does between two seeds: half-way, each attribute
+    that differs is a 50/50 blend of two one-hot codes, which no training image had."""
     p = sizes.pairs
     z = generator.sample_inputs(2 * p, sizes.seed + 2)
     reference = data.held_out[:p]
     a, b, decode, between = z[:p], z[p:], generator.decode, generator.midpoints
-    slerp = interpolation_swd(decode, a, b, reference, "slerp", sizes.patches, sizes.seed, between=between)
-    lerp = interpolation_swd(decode, a, b, reference, "lerp", sizes.patches, sizes.seed, slerp.endpoints, between)
-    return {"pairs": p, "slerp": slerp.to_dict(), "lerp": lerp.to_dict()}
+    dim = generator.latent_dim
+    b_held = np.concatenate([b[:, :dim], a[:, dim:]], axis=1) if generator.attributes else b
+    slerp = interpolation_swd(decode, a, b_held, reference, "slerp", sizes.patches, sizes.seed, between=between)
+    lerp = interpolation_swd(decode, a, b_held, reference, "lerp", sizes.patches, sizes.seed, slerp.endpoints, between)
+    out: dict[str, Any] = {"pairs": p, "slerp": slerp.to_dict(), "lerp": lerp.to_dict()}
+    if generator.attributes:
+        out["attributes"] = "held: each pair shares the first face's attributes"
+        blended = interpolation_swd(decode, a, b, reference, "slerp", sizes.patches, sizes.seed, between=between)
+        out["slerp_attributes_blended"] = blended.to_dict()
+    return out
 
 
 def _encoder_metrics(generator: Generator, data: EvalData, sizes: EvalSizes, timer: Timer) -> dict[str, Any]:
