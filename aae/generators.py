@@ -191,8 +191,9 @@ def _config_summary(config: dict[str, Any]) -> dict[str, Any]:
 class CheckpointGenerator(Generator):
     """A torch checkpoint written by ``aae.train``; the decoder rounds exactly as the exported graph does."""
 
-    def __init__(self, path: str | Path) -> None:
-        self.model, checkpoint = load_checkpoint(str(path))
+    def __init__(self, path: str | Path, decoder: str = "auto") -> None:
+        """``decoder``: the checkpoint's EMA or live decoder weights, or (auto) the ones its training chose."""
+        self.model, checkpoint = load_checkpoint(str(path), decoder=decoder)
         config = self.model.config
         self.path = Path(path)
         self.name, self.kind, self.prior = self.path.parent.name, config.kind, config.prior
