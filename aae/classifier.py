@@ -117,7 +117,7 @@ def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     x = torch.stack([padded[i, :, dy[i] : dy[i] + h, dx[i] : dx[i] + w] for i in range(n)])
     blurred = F.avg_pool2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
     amount = torch.rand(n, 1, 1, 1, generator=generator) * (torch.rand(n, 1, 1, 1, generator=generator) < 0.5)
-    return x + amount * (blurred - x)
+    return x + amount.to(x.device) * (blurred - x)
 
 
 def load_labeled(

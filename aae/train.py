@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from aae.attribute_teacher import AttributeTeacher, TeacherOptions, TeacherStats
 from aae.data import image_grid, load_dataset
 from aae.ema import WeightEMA
 from aae.image_adversary import AdversaryOptions, AdversaryStats, ImageAdversary, adaptive_weight
@@ -70,12 +71,18 @@ class TrainOptions:
     gen_weight: float = 0.2
     disc_steps: int = 1  # AAE: latent discriminator updates per mini-batch
     adversary: AdversaryOptions | None = None  # the image adversary, an added phase for any kind
+    # a conditional model only: an attribute teacher (aae/attribute_teacher.py), an added phase
+    teacher: TeacherOptions | None = None
     ema_kimg: float | None = None  # half-life (thousands of images) of an EMA of the decoder; None: no EMA
     export_ema: bool = True  # with an EMA: tools (export, evaluate, grids) use the EMA decoder
     checkpoint_minutes: float = 5.0  # also checkpoint (resumable) this often, besides every epoch
     # A conditional model: the decoder takes the data's labels (aae/labels.py) beside z (the supervised AAE)
     conditional: bool = False
     config: AAEConfig = field(default_factory=AAEConfig)
+
+    def __post_init__(self) -> None:
+        if self.teacher is not None and not self.conditional:
+            raise ValueError("the attribute teacher needs a conditional model (--conditional)")
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if k != "config"}
@@ -87,6 +94,8 @@ class TrainOptions:
         values = {k: v for k, v in data.items() if k in known}
         if values.get("adversary") is not None:
             values["adversary"] = AdversaryOptions(**values["adversary"])
+        if values.get("teacher") is not None:
+            values["teacher"] = TeacherOptions(**values["teacher"])
         return cls(**values, config=config)
 
 
@@ -111,21 +120,26 @@ class StepLosses:
     image_real_accuracy: float | None = None
     image_fake_accuracy: float | None = None
     image_frozen: float | None = None
+    control: float | None = None  # the attribute teacher (see aae/attribute_teacher.py)
+    control_weight: float | None = None
+    control_accuracy: float | None = None
+    teacher: float | None = None
+    teacher_accuracy: float | None = None
 
 
 def _to_memory_format(module: nn.Module, memory_format: torch.memory_format) -> None:
     cast(Any, module).to(memory_format=memory_format)  # torch's stubs lack the memory_format keyword
 
 
-def _with(losses: StepLosses, stats: AdversaryStats) -> StepLosses:
+def _with(losses: StepLosses, stats: AdversaryStats | TeacherStats) -> StepLosses:
     return replace(losses, **{k: v for k, v in asdict(stats).items() if v is not None})
 
 
 class Trainer:
     """Owns the model and its optimizers; ``step`` is one mini-batch update. Subclasses per kind.
 
-    Shared by every kind: the reconstruction loss, the image adversary (an added phase, after the model's
-    own), the decoder's EMA, and the state a resumed run needs (``state_dict``).
+    Shared by every kind: the reconstruction loss, the added phases after the model's own (the image
+    adversary, the attribute teacher), the decoder's EMA, and the state a resumed run needs (``state_dict``).
     """
 
     def __init__(self, config: AAEConfig, options: TrainOptions, device: torch.device) -> None:
@@ -144,9 +158,17 @@ class Trainer:
         self.adversary = ImageAdversary(options.adversary, config.channels, device, BETAS) if options.adversary else None
         if self.adversary is not None:
             _to_memory_format(self.adversary.discriminator, self.memory_format)
+        self.teacher = (
+            AttributeTeacher(
+                options.teacher, config.image_size, config.channels, config.attributes or {}, device, BETAS, options.seed + 1
+            )
+            if options.teacher
+            else None
+        )
         self.ema = WeightEMA(m.decoder, options.ema_kimg) if options.ema_kimg else None
         self.steps_done = 0
         self.condition: torch.Tensor | None = None  # the batch's one-hot labels, for a conditional model
+        self.visible: torch.Tensor | None = None  # which of the batch's labels its images show [B, attributes]
 
     def autocast(self) -> torch.autocast:
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp)
@@ -156,15 +178,21 @@ class Trainer:
         loss.backward()
         optimizer.step()
 
-    def step(self, x: torch.Tensor, condition: torch.Tensor | None = None) -> StepLosses:
-        """One mini-batch: the kind's phases, then the image adversary's discriminator, then the EMA.
+    def step(self, x: torch.Tensor, condition: torch.Tensor | None = None, visible: torch.Tensor | None = None) -> StepLosses:
+        """One mini-batch: the kind's phases, then the added phases' own updates, then the EMA.
 
-        ``condition``: the batch's one-hot labels [B, condition_dim] when the model is conditional.
+        ``condition``: the batch's one-hot labels [B, condition_dim] when the model is conditional;
+        ``visible``: which of them each image shows [B, attributes] (all, when not given).
         """
         x = x.contiguous(memory_format=self.memory_format)
         if self.model.config.condition_dim and condition is None:
             raise ValueError("a conditional model trains on labeled data: pass the batch's condition")
         self.condition = condition
+        if condition is not None and visible is None:
+            space = self.model.config.attribute_space
+            assert space is not None
+            visible = torch.ones(condition.shape[0], len(space.names), dtype=torch.bool, device=condition.device)
+        self.visible = visible
         losses = self._step(x)
         self.steps_done += 1
         if self.ema is not None:
@@ -180,8 +208,31 @@ class Trainer:
         rec = reconstruction_loss(self.options.recon_loss, x_hat, x, self.options.frequency_weight)
         mse = rec if self.options.recon_loss == "mse" and not self.options.frequency_weight else F.mse_loss(x_hat.detach(), x)
         losses = StepLosses(mse.item(), recon_loss=None if rec is mse else rec.item())
+        loss, losses, fakes = self._added_terms(rec, x_hat, losses)
+        return loss, losses, fakes
+
+    def _added_terms(
+        self, rec: torch.Tensor, x_hat: torch.Tensor, losses: StepLosses
+    ) -> tuple[torch.Tensor, StepLosses, torch.Tensor | None]:
+        """The decoder's loss ``rec`` plus the added phases' terms (image adversary, attribute teacher)."""
         loss, stats, fakes = self._adversarial_term(rec, x_hat)
-        return loss, _with(losses, stats), fakes
+        loss, control = self._control_term(rec, loss, x_hat.shape[0])
+        return loss, _with(_with(losses, stats), control), fakes
+
+    def _control_term(self, rec: torch.Tensor, loss: torch.Tensor, batch: int) -> tuple[torch.Tensor, TeacherStats]:
+        """The attribute teacher's term on decoded prior samples, each with another image's labels."""
+        teacher = self.teacher
+        if teacher is None or self.condition is None or self.visible is None or not teacher.active(self.steps_done):
+            return loss, TeacherStats()
+        count = max(batch // 2, 1)
+        labels, visible = self.condition.roll(1, 0)[:count], self.visible.roll(1, 0)[:count]
+        decoded = self.model.decoder(self.prior.sample(count, device=self.device), labels).float()
+        control, stats = teacher.decoder_loss(decoded, labels, visible)
+        o = teacher.options
+        last = self.model.decoder.last_layer.weight
+        assert isinstance(last, torch.Tensor)
+        weight = adaptive_weight(rec, control, last, o.weight, o.max_weight)
+        return loss + weight * control, replace(stats, control_weight=weight)
 
     def _adversarial_term(
         self, rec: torch.Tensor, x_hat: torch.Tensor
@@ -207,12 +258,15 @@ class Trainer:
         decoded = self.model.decoder(self.prior.sample(count, device=self.device), labels).float()
         return decoded if kind == "prior" else torch.cat([x_hat, decoded])
 
-    def _image_discriminator(self, x: torch.Tensor, fakes: torch.Tensor | None, losses: StepLosses) -> StepLosses:
-        if self.adversary is None or fakes is None:
-            return losses
-        with self.autocast():
-            stats = self.adversary.discriminator_step(x, fakes, self.steps_done)
-        return _with(losses, stats)
+    def _added_phases(self, x: torch.Tensor, fakes: torch.Tensor | None, losses: StepLosses) -> StepLosses:
+        """The added phases' own updates, after the model's: the image discriminator, then the attribute teacher."""
+        if self.adversary is not None and fakes is not None:
+            with self.autocast():
+                losses = _with(losses, self.adversary.discriminator_step(x, fakes, self.steps_done))
+        if self.teacher is not None and self.condition is not None and self.visible is not None:
+            with self.autocast():
+                losses = _with(losses, self.teacher.teacher_step(x, self.condition, self.visible))
+        return losses
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"autoencoder": self.opt_autoencoder}
@@ -223,6 +277,7 @@ class Trainer:
             "model": self.model.state_dict(),
             "optimizers": {name: opt.state_dict() for name, opt in self.optimizers().items()},
             "adversary": self.adversary.state_dict() if self.adversary else None,
+            "teacher": self.teacher.state_dict() if self.teacher else None,
             "ema": self.ema.state_dict() if self.ema else None,
             "steps_done": self.steps_done,
         }
@@ -233,6 +288,8 @@ class Trainer:
             opt.load_state_dict(state["optimizers"][name])
         if self.adversary is not None:
             self.adversary.load_state_dict(state["adversary"])
+        if self.teacher is not None:
+            self.teacher.load_state_dict(state["teacher"])
         if self.ema is not None:
             self.ema.load_state_dict(state["ema"])
         self.steps_done = int(state["steps_done"])
@@ -245,7 +302,7 @@ class AETrainer(Trainer):
         with self.autocast():
             loss, losses, fakes = self._decoder_loss(x, self.model.encoder(x))
         self._update(self.opt_autoencoder, loss)
-        return self._image_discriminator(x, fakes, losses)
+        return self._added_phases(x, fakes, losses)
 
 
 class VAETrainer(Trainer):
@@ -265,10 +322,10 @@ class VAETrainer(Trainer):
             x_hat = m.decoder(z, self.condition).float()
             mse = F.mse_loss(x_hat, x, reduction="none").flatten(1).sum(1)
             kl = 0.5 * (math.log(s2) - logvar + (logvar.exp() + mu.pow(2)) / s2 - 1).sum(1)
-            loss, stats, fakes = self._adversarial_term((mse / (2 * self.options.vae_sigma**2) + kl).mean(), x_hat)
+            losses = StepLosses(mse.mean().item() / x[0].numel(), kl=kl.mean().item())
+            loss, losses, fakes = self._added_terms((mse / (2 * self.options.vae_sigma**2) + kl).mean(), x_hat, losses)
         self._update(self.opt_autoencoder, loss)
-        losses = _with(StepLosses(mse.mean().item() / x[0].numel(), kl=kl.mean().item()), stats)
-        return self._image_discriminator(x, fakes, losses)
+        return self._added_phases(x, fakes, losses)
 
 
 class AAETrainer(Trainer):
@@ -308,7 +365,7 @@ class AAETrainer(Trainer):
             gen_loss = F.binary_cross_entropy_with_logits(logits_gen, torch.ones_like(logits_gen))
         self._update(self.opt_generator, gen_loss)
         losses = replace(losses, discriminator=disc_loss, generator=gen_loss.item(), disc_accuracy=accuracy)
-        return self._image_discriminator(x, fakes, losses)
+        return self._added_phases(x, fakes, losses)
 
     def _latent_discriminator(self, z_fake: torch.Tensor) -> tuple[float, float]:
         """``disc_steps`` updates on prior samples (label 1) against the codes (label 0); (loss, accuracy) of the last."""
@@ -353,7 +410,7 @@ class AAETrainer(Trainer):
         z.backward(g_rec + scale * g_gen)
         self.opt_autoencoder.step()
         losses = replace(losses, discriminator=disc_loss, generator=gen_loss.item(), disc_accuracy=accuracy, gen_weight=scale)
-        return self._image_discriminator(x, fakes, losses)
+        return self._added_phases(x, fakes, losses)
 
 
 TRAINERS: dict[str, type[Trainer]] = {"aae": AAETrainer, "ae": AETrainer, "vae": VAETrainer}
@@ -420,8 +477,16 @@ def recalibrate_batchnorm(
     model.train(was_training)
 
 
-def _load_conditions(options: TrainOptions, device: torch.device) -> tuple[TrainOptions, torch.Tensor | None]:
-    """For a conditional run: the options with the data's attribute space in the config, and the one-hot labels."""
+@dataclass
+class Conditions:
+    """A conditional run's labels, one row per training image."""
+
+    one_hot: torch.Tensor  # [N, condition_dim]
+    visible: torch.Tensor  # bool [N, attributes]: which labels each image shows (aae/labels.py's ``hidden``)
+
+
+def _load_conditions(options: TrainOptions, device: torch.device) -> tuple[TrainOptions, Conditions | None]:
+    """For a conditional run: the options with the data's attribute space in the config, and the labels."""
     if not options.conditional:
         return options, None
     table = load_labels(options.data, options.count, options.data_seed)
@@ -430,7 +495,8 @@ def _load_conditions(options: TrainOptions, device: torch.device) -> tuple[Train
     space = AttributeSpace(table.values, table.identity, label_marginals(table.values, table.codes))
     config = replace(options.config, attributes=space.to_manifest())
     log.info("conditional on %d attributes (%d one-hot columns)", len(space.names), space.dim)
-    return replace(options, config=config), torch.from_numpy(space.one_hot(table.codes)).to(device)
+    one_hot = torch.from_numpy(space.one_hot(table.codes)).to(device)
+    return replace(options, config=config), Conditions(one_hot, torch.from_numpy(table.visible()).to(device))
 
 
 def _load_tensors(options: TrainOptions, device: torch.device) -> torch.Tensor:
@@ -461,8 +527,8 @@ def train(options: TrainOptions, resume: str | Path | None = None) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     data = _load_tensors(options, device)
     options, conditions = _load_conditions(options, device)
-    if conditions is not None and conditions.shape[0] != data.shape[0]:
-        raise ValueError(f"{options.data}: {conditions.shape[0]} labels for {data.shape[0]} images")
+    if conditions is not None and conditions.one_hot.shape[0] != data.shape[0]:
+        raise ValueError(f"{options.data}: {conditions.one_hot.shape[0]} labels for {data.shape[0]} images")
     loop = TrainingLoop(options, build_trainer(options.config, options, device), data, out, conditions)
     if resume is not None:
         loop.restore(read_checkpoint(resume_path(resume)))
@@ -548,7 +614,7 @@ class TrainingLoop:
     """
 
     def __init__(
-        self, options: TrainOptions, trainer: Trainer, data: torch.Tensor, out: Path, conditions: torch.Tensor | None = None
+        self, options: TrainOptions, trainer: Trainer, data: torch.Tensor, out: Path, conditions: Conditions | None = None
     ) -> None:
         self.options, self.trainer, self.data, self.out = options, trainer, data, out
         self.conditions = conditions
@@ -603,8 +669,11 @@ class TrainingLoop:
         while self.batch < self.steps_per_epoch and self.step < self.total_steps and not self._stopping(stop):
             idx = self.order[self.batch * o.batch_size : (self.batch + 1) * o.batch_size]
             x = self.data[idx].to(self.trainer.device, non_blocking=True).float().div_(255)
-            condition = None if self.conditions is None else self.conditions[idx.to(self.conditions.device)]
-            self.window.add(self.trainer.step(x, condition))
+            condition = visible = None
+            if self.conditions is not None:
+                rows = idx.to(self.conditions.one_hot.device)
+                condition, visible = self.conditions.one_hot[rows], self.conditions.visible[rows]
+            self.window.add(self.trainer.step(x, condition, visible))
             self.step, self.batch = self.step + 1, self.batch + 1
             bar.update(1)
             if self.step % o.log_every == 0 or self.step == self.total_steps:
@@ -634,14 +703,15 @@ class TrainingLoop:
     def _tool_models(self) -> tuple[AAE, AAE | None]:
         """Copies of the model with precise BatchNorm statistics: the live one, and the one with the EMA decoder."""
         live = copy.deepcopy(self.trainer.model)
-        recalibrate_batchnorm(live, self.data, batch_size=self.options.batch_size, conditions=self.conditions)
+        conditions = None if self.conditions is None else self.conditions.one_hot
+        recalibrate_batchnorm(live, self.data, batch_size=self.options.batch_size, conditions=conditions)
         ema = self.trainer.ema
         if ema is None:
             return live, None
         averaged = copy.deepcopy(live)
         averaged.decoder.load_state_dict(ema.state_dict())
         if _has_batchnorm(averaged.decoder):
-            recalibrate_batchnorm(averaged, self.data, batch_size=self.options.batch_size, conditions=self.conditions)
+            recalibrate_batchnorm(averaged, self.data, batch_size=self.options.batch_size, conditions=conditions)
         return live, averaged
 
     def save(self, epoch_end: bool) -> None:

@@ -16,6 +16,7 @@ from synthgen.core.images import DEFAULT_FORMAT, DEFAULT_QUALITY, FORMATS
 from synthgen.crowd_options import add_crowd_arguments, crowd_from_args, requested_count
 
 if TYPE_CHECKING:
+    from aae.attribute_teacher import TeacherOptions
     from aae.evaluate import EvalSizes
     from aae.image_adversary import AdversaryOptions
     from aae.model import AAEConfig
@@ -87,6 +88,23 @@ def _adversary_options(args: argparse.Namespace) -> AdversaryOptions | None:
     )
 
 
+def _teacher_options(args: argparse.Namespace) -> TeacherOptions | None:
+    from aae.attribute_teacher import TeacherOptions
+    from aae.recipes import recipe
+
+    base = recipe(args.recipe).teacher
+    if not (args.attribute_teacher or base):
+        return None
+    base = base or TeacherOptions()
+    return TeacherOptions(
+        weight=_given(args.teacher_weight, base.weight),
+        max_weight=base.max_weight,
+        start=_given(args.teacher_start, base.start),
+        lr=base.lr,
+        width=base.width,
+    )
+
+
 def _train_options(args: argparse.Namespace) -> TrainOptions:
     from aae.recipes import recipe
     from aae.train import TrainOptions
@@ -117,6 +135,7 @@ def _train_options(args: argparse.Namespace) -> TrainOptions:
         gen_weight=args.gen_weight,
         disc_steps=args.disc_steps,
         adversary=_adversary_options(args),
+        teacher=_teacher_options(args),
         ema_kimg=_given(args.ema_kimg, chosen.ema_kimg),
         export_ema=not args.no_export_ema,
         checkpoint_minutes=args.checkpoint_minutes or 5.0,
@@ -505,7 +524,7 @@ def _add_train(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--no-amp", action="store_true", help="no bfloat16 autocast on CUDA")
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast on CPU too (AMX)")
     p.add_argument("--channels-last", action="store_true", help="NHWC memory format for the convolutions")
-    p.add_argument("--recipe", default="default", help="a named recipe of aae/recipes.py (default, sharp, v3); flags win")
+    p.add_argument("--recipe", default="default", help="a named recipe of aae/recipes.py (default, sharp, v3, v4); flags win")
     p.add_argument("--data", default="avatars", help="'avatars', 'lfw', or a folder of images")
     p.add_argument(
         "--conditional",
@@ -559,6 +578,15 @@ def _add_train(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     g.add_argument("--r1-gamma", type=float, default=None, help="R1 weight on real images (0: none; default 0.1)")
     g.add_argument("--r1-every", type=_positive_int, default=16, help="lazy R1: every N steps")
     g.add_argument("--adv-freeze-accuracy", type=float, default=0.95, help="freeze it while its accuracy is above this")
+    g = p.add_argument_group("attribute teacher (a conditional model)")
+    g.add_argument(
+        "--attribute-teacher",
+        action="store_true",
+        help="a classifier trained beside the model on real images; its cross-entropy on decoded prior samples "
+        "teaches the decoder to show the labels it is given (aae/attribute_teacher.py)",
+    )
+    g.add_argument("--teacher-weight", type=_positive_float, default=None, help="times the adaptive weight (default 0.5)")
+    g.add_argument("--teacher-start", type=int, default=None, help="steps before the decoder is taught (default 250)")
     p.set_defaults(func=cmd_train)
 
 
