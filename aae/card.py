@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from aae.control import control_table
 from aae.data import image_grid
 from aae.evaluate import reconstruction_inputs
 from aae.generators import Generator
@@ -289,6 +290,30 @@ def _comparison_section(
     )
 
 
+def _control_section(metrics: dict[str, Any]) -> str:
+    control = metrics.get("control")
+    if not control:
+        return ""
+    sizes = control["sizes"]
+    identity = control.get("identity") or {}
+    identities = (
+        f" Identity agreement: in a job of {identity['identities']} identities × {identity['per_identity']} images, "
+        "the fraction of an identity's images whose identity attribute is classified as the identity's majority value."
+        if identity
+        else ""
+    )
+    return (
+        "## Control\n\n"
+        "Judged by the package's attribute classifier (`classifier.onnx`), trained apart from the model on real renders; "
+        "its own accuracy on held-out real renders is the last column, and a model can be seen to obey only as well as "
+        f"the classifier sees. Per attribute: {sizes['per_value']} images for each of its values (exact quotas, the other "
+        "attributes drawn from their training marginals, as a job with that `distribution` would make them), and how "
+        f"often the classifier sees the value asked for; only labels that can be seen count.{identities} "
+        f"`synthgen control MODEL --per-value {sizes['per_value']}` prints the same table.\n\n"
+        f"{control_table(control)}\n"
+    )
+
+
 def _pictures(files: dict[str, str], conditional: bool = False) -> str:
     lines = ["## Pictures", ""]
     drawn = "z drawn from the prior, the attributes from their training marginals" if conditional else "z drawn from the prior"
@@ -369,5 +394,6 @@ the evaluation took {duration(metrics["timing"]["total"])}. Encoder: {metrics["e
 
 {duplicates_text(metrics)}
 
+{_control_section(metrics)}
 {_comparison_section(metrics, baselines, card_dir, baselines_path)}
 {_pictures(files, bool(generator.attributes))}"""

@@ -342,8 +342,12 @@ def evaluate_into(
     held_out: str | Path | None = None,
     cache_dir: str | Path = "cache",
     baselines: str | Path | None = None,
+    control: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Evaluate a model and write its card into ``out``: ``metrics.json``, ``card.md`` and the PNG grids."""
+    """Evaluate a model and write its card into ``out``: ``metrics.json``, ``card.md`` and the PNG grids.
+
+    ``control``: a conditional package's control metrics (``aae.control.package_control``), for the card.
+    """
     from aae.card import render_card, write_grids
 
     started = time.perf_counter()
@@ -356,6 +360,8 @@ def evaluate_into(
     grids = time.perf_counter()
     files = write_grids(generator, data.held_out, out, sizes.seed, data.held_out_condition)
     metrics["files"] = {**files, "card": "card.md", "metrics": "metrics.json"}
+    if control is not None:
+        metrics["control"] = control
     seconds = metrics["timing"]["seconds"]
     seconds["data"], seconds["grids"] = round(loaded - started, 2), round(time.perf_counter() - grids, 2)
     metrics["timing"]["total"] = round(time.perf_counter() - started, 1)

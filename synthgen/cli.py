@@ -373,6 +373,17 @@ def _resolve_model(model: str) -> Path:
     raise FileNotFoundError(f"{model}: neither a model package folder, a model name under models/, nor a checkpoint")
 
 
+def _package_control(path: Path, per_value: int) -> dict[str, Any] | None:
+    """A conditional package's control metrics for its card, when it ships a classifier to judge them."""
+    from aae.control import ControlSizes, package_control
+    from synthgen.core.package import load_package
+
+    package = load_package(path)
+    if not package.attributes or package.classifier_path is None or per_value == 0:
+        return None
+    return package_control(path, ControlSizes(per_value=per_value))
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Metrics and a model card for one model, or (--compare) the AE / VAE / AAE comparison."""
     if args.compare:
@@ -389,7 +400,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         generator, out = CheckpointGenerator(path), Path(args.out or path.parent)
     else:
         generator, out = PackageGenerator(path, args.checkpoint), Path(args.out or path)
-    metrics = evaluate_into(generator, out, _eval_sizes(args), args.held_out, args.cache_dir, args.baselines)
+    control = _package_control(path, args.control_per_value) if path.is_dir() else None
+    metrics = evaluate_into(generator, out, _eval_sizes(args), args.held_out, args.cache_dir, args.baselines, control)
     _say(compare_line(summary_row(metrics), metrics["model"]["name"]))
     _say(f"model card: {out / 'card.md'} and metrics.json (in {duration(metrics['timing']['total'])})")
     return 0
@@ -443,6 +455,12 @@ def _add_evaluate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     p.add_argument("--held-out", default=None, metavar="FOLDER", help="real images never seen in training (default: see docs)")
     p.add_argument("--baselines", default=None, metavar="COMPARE_JSON", help="put this comparison on the card")
+    p.add_argument(
+        "--control-per-value",
+        type=int,
+        default=64,
+        help="a conditional package with a classifier: images per attribute value for the card's control table (0: none)",
+    )
     p.add_argument(
         "--out", default=None, help="where to write (default: the package folder; with --compare: bench/results/compare)"
     )

@@ -252,3 +252,24 @@ def test_evaluate_writes_the_card_of_a_conditional_package(
     assert main(["evaluate", str(package), *sizes]) == 0
     metrics = json.loads((package / "metrics.json").read_text())
     assert metrics["reconstruction"]["available"] is False and metrics["swd"]["samples"]["average_x1e3"] > 0
+    assert "control" not in metrics and "## Control" not in (package / "card.md").read_text()  # no classifier to judge it
+
+
+def test_the_card_of_a_conditional_package_with_a_classifier_holds_its_control_table(
+    tiny_conditional: ConditionalModel, tmp_path: Path
+) -> None:
+    from tests.support.labeled_package import add_classifier
+
+    package = add_classifier(tiny_conditional.package, tmp_path / "models" / "tiny-cond")
+    sizes = ["--samples", "32", "--duplicates", "100", "--prior-codes", "40", "--permutations", "20", "--pairs", "16"]
+    sizes += ["--train-neighbours", "50", "--patches", "16", "--cache-dir", str(tmp_path / "cache"), "--control-per-value", "3"]
+    assert main(["evaluate", str(package), *sizes]) == 0
+    control = json.loads((package / "metrics.json").read_text())["control"]
+    space = load_package(package).attributes
+    assert set(control["adherence"]) == set(space.names) and control["sizes"]["per_value"] == 3
+    assert all(0 <= entry["rate"] <= 1 for entry in control["adherence"].values() if entry["rate"] is not None)
+    card = (package / "card.md").read_text()
+    assert "## Control" in card and "synthgen control MODEL --per-value 3" in card
+    assert all(f"| {name} |" in card for name in space.names)
+    assert main(["evaluate", str(package), *sizes[:-1], "0"]) == 0  # --control-per-value 0: no table
+    assert "## Control" not in (package / "card.md").read_text()
