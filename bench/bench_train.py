@@ -9,7 +9,8 @@ bfloat16 autocast (``TrainOptions.amp``), and the table adds that ratio.
 The second table starts from the AAE as it trains by default and adds, one at a time: bfloat16 autocast on
 CPU, channels_last, one encoder forward shared by both phases, the resize-conv GroupNorm decoder with the
 pyramid L1, the image adversary (on reconstructions and prior samples, active from the first step), and
-the decoder's EMA; the ratio is to the first row of the same run. ``--check-bf16`` trains the AAE a few
+the decoder's EMA, then (on the same faces with their ten python_avatars labels) the conditional model and
+its attribute teacher; the ratio is to the first row of the same run. ``--check-bf16`` trains the AAE a few
 dozen steps in float32 and in bfloat16 from the same seed on the same batches and compares the
 reconstruction MSE of a held batch.
 
@@ -23,14 +24,18 @@ from __future__ import annotations
 import argparse
 import time
 from dataclasses import dataclass, replace
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
+from aae.attribute_teacher import TeacherOptions
 from aae.data import avatar_faces
 from aae.image_adversary import AdversaryOptions
+from aae.labels import avatar_labels
 from aae.model import AAEConfig
 from aae.train import Trainer, TrainOptions, build_trainer, pick_device
+from synthgen.core.attributes import AttributeSpace, label_marginals
 
 
 @dataclass
@@ -41,22 +46,51 @@ class Row:
     images_per_s: float
 
 
-def _run(trainer: Trainer, batches: list[torch.Tensor], steps: int, device: torch.device) -> float:
+@dataclass(frozen=True)
+class Labels:
+    """The faces' one-hot labels and what each shows, batch for batch beside the images."""
+
+    attributes: dict[str, Any]  # AttributeSpace.to_manifest()
+    one_hot: list[torch.Tensor]
+    visible: list[torch.Tensor]
+
+
+def _run(trainer: Trainer, batches: list[torch.Tensor], steps: int, device: torch.device, labels: Labels | None = None) -> float:
+    def step(i: int) -> None:
+        j = i % len(batches)
+        if labels is None:
+            trainer.step(batches[j])
+        else:
+            trainer.step(batches[j], labels.one_hot[j], labels.visible[j])
+
     for i in range(3):  # warm-up: allocator, cuDNN autotuning
-        trainer.step(batches[i % len(batches)])
+        step(i)
     if device.type == "cuda":
         torch.cuda.synchronize()
     started = time.perf_counter()
     for i in range(steps):
-        trainer.step(batches[i % len(batches)])
+        step(i)
     if device.type == "cuda":
         torch.cuda.synchronize()
     return steps * batches[0].shape[0] / (time.perf_counter() - started)
 
 
-def _batches(data: torch.Tensor, batch: int, device: torch.device) -> list[torch.Tensor]:
+def _batch_indices(count: int, batch: int) -> list[torch.Tensor]:
     torch.manual_seed(0)
-    return [data[torch.randint(0, len(data), (batch,))].to(device).float().div_(255) for _ in range(4)]
+    return [torch.randint(0, count, (batch,)) for _ in range(4)]
+
+
+def _batches(data: torch.Tensor, batch: int, device: torch.device) -> list[torch.Tensor]:
+    return [data[idx].to(device).float().div_(255) for idx in _batch_indices(len(data), batch)]
+
+
+def avatar_labels_of(count: int, batch: int, device: torch.device) -> Labels:
+    """The labels of ``avatar_faces(count, seed=0)``, in the batches of ``_batches``."""
+    table = avatar_labels(count, seed=0)
+    space = AttributeSpace(table.values, table.identity, label_marginals(table.values, table.codes))
+    one_hot, visible = torch.from_numpy(space.one_hot(table.codes)), torch.from_numpy(table.visible())
+    indices = _batch_indices(count, batch)
+    return Labels(space.to_manifest(), [one_hot[i].to(device) for i in indices], [visible[i].to(device) for i in indices])
 
 
 def _time(kind: str, size: int, amp: bool, data: torch.Tensor, steps: int, batch: int, device: torch.device) -> float:
@@ -80,13 +114,27 @@ def phase_options(size: int, batch: int) -> list[tuple[str, TrainOptions]]:
     return rows
 
 
+def conditional_options(size: int, batch: int, attributes: dict[str, Any]) -> list[tuple[str, TrainOptions]]:
+    """avatars-64 v4's training as it runs (bf16, channels_last, EMA, no image adversary), conditional, then with
+    its attribute teacher (active from the first step)."""
+    config = AAEConfig(image_size=size, base_width=48, attributes=attributes)
+    base = TrainOptions(batch_size=batch, bf16=True, channels_last=True, ema_kimg=10.0, conditional=True, config=config)
+    return [
+        ("conditional (bf16, channels_last, EMA)", base),
+        ("+ attribute teacher", replace(base, teacher=TeacherOptions(start=0))),
+    ]
+
+
 def phases_table(size: int, data: torch.Tensor, steps: int, batch: int, device: torch.device) -> list[str]:
     batches = _batches(data, batch, device)
     lines = [f"{'size':>5s} {'images/s':>9s} {'vs first':>9s}  variant"]
     first = None
-    for name, options in phase_options(size, batch):
+    labels = avatar_labels_of(len(data), batch, device)
+    variants = [(name, options, None) for name, options in phase_options(size, batch)]
+    variants += [(name, options, labels) for name, options in conditional_options(size, batch, labels.attributes)]
+    for name, options, with_labels in variants:
         torch.manual_seed(0)
-        speed = _run(build_trainer(options.config, options, device), batches, steps, device)
+        speed = _run(build_trainer(options.config, options, device), batches, steps, device, with_labels)
         first = first or speed
         lines.append(f"{size:5d} {speed:9.0f} {speed / first:8.2f}x  {name}")
     return lines
