@@ -28,7 +28,7 @@ from torch import nn
 
 from aae.data import load_dataset
 from aae.labels import LabelTable, load_labels
-from synthgen.core.attributes import AttributeSpace, label_marginals
+from synthgen.core.attributes import AttributeSpace
 from synthgen.core.files import atomic_file
 from synthgen.core.predictions import predicted_codes
 
@@ -293,7 +293,7 @@ def _train(options: ClassifierOptions) -> Path:
     torch.manual_seed(options.train_seed)
     generator = torch.Generator().manual_seed(options.train_seed)
     images, table = load_labeled(options.data, options.count, options.image_size, options.seed, options.start, options.cache_dir)
-    space = AttributeSpace(table.values, table.identity, label_marginals(table.values, table.codes))
+    space = table.space()
     model = AttributeClassifier(ClassifierConfig(options.image_size, images.shape[3], options.width, space.to_manifest()))
     log.info("classifier: %d attributes (%d columns) on %d images of %s", len(space.names), space.dim, len(images), options.data)
     cast(Any, model).to(memory_format=torch.channels_last)  # NHWC convolutions: faster on CPU (torch's stubs lack the keyword)

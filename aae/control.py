@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from aae.labels import hidden
+from aae.labels import LabelTable
 from synthgen.core.attributes import AttributeSpace, stream_seed
 from synthgen.core.crowd import Crowd
 from synthgen.core.predictions import predicted_codes
@@ -57,11 +57,7 @@ class Generator:
 
 def visible(space: AttributeSpace, codes: np.ndarray) -> np.ndarray:
     """bool [N, len(names)]: whether each requested value can be seen, given the image's other values."""
-    out = np.ones(np.shape(codes), dtype=bool)
-    for i, row in enumerate(space.labels(codes)):
-        for name in hidden(row):
-            out[i, space.names.index(name)] = False
-    return out
+    return LabelTable(dict(space.values), np.asarray(codes)).visible()
 
 
 def _run(model: Generator, crowd: Crowd, count: int, seed: int, sizes: ControlSizes) -> tuple[np.ndarray, np.ndarray]:

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from aae.data import _avatar_parts, avatar_parts, list_images, parts_svg, render_svg
+from synthgen.core.attributes import AttributeSpace, label_marginals
 
 # The conditioning fields of the avatars, in the decoder's order. Identity attributes stay fixed across the
 # images of one identity; the others are what varies (expression, clothes).
@@ -105,6 +106,10 @@ class LabelTable:
     def rows(self) -> list[dict[str, str]]:
         names = list(self.values)
         return [{n: self.values[n][int(c)] for n, c in zip(names, row, strict=True)} for row in self.codes]
+
+    def space(self) -> AttributeSpace:
+        """The attribute space of these labels, in their order, with their marginals (a model's training labels)."""
+        return AttributeSpace(self.values, self.identity, label_marginals(self.values, self.codes))
 
     def visible(self) -> np.ndarray:
         """bool [N, len(values)]: whether each label can be seen in its image."""

@@ -33,7 +33,6 @@ from aae.labels import LABEL_FILES, load_labels
 from aae.losses import reconstruction_loss
 from aae.model import AAE, AAEConfig, images_uint8
 from aae.priors import build_prior
-from synthgen.core.attributes import AttributeSpace, label_marginals
 from synthgen.core.files import atomic_file
 
 log = logging.getLogger(__name__)
@@ -492,7 +491,7 @@ def _load_conditions(options: TrainOptions, device: torch.device) -> tuple[Train
     table = load_labels(options.data, options.count, options.data_seed)
     if table is None:
         raise ValueError(f"{options.data}: a conditional model needs labels ({', '.join(LABEL_FILES)} beside the images)")
-    space = AttributeSpace(table.values, table.identity, label_marginals(table.values, table.codes))
+    space = table.space()
     config = replace(options.config, attributes=space.to_manifest())
     log.info("conditional on %d attributes (%d one-hot columns)", len(space.names), space.dim)
     one_hot = torch.from_numpy(space.one_hot(table.codes)).to(device)

@@ -35,7 +35,6 @@ from aae.image_adversary import AdversaryOptions
 from aae.labels import avatar_labels
 from aae.model import AAEConfig
 from aae.train import Trainer, TrainOptions, build_trainer, pick_device
-from synthgen.core.attributes import AttributeSpace, label_marginals
 
 
 @dataclass
@@ -87,7 +86,7 @@ def _batches(data: torch.Tensor, batch: int, device: torch.device) -> list[torch
 def avatar_labels_of(count: int, batch: int, device: torch.device) -> Labels:
     """The labels of ``avatar_faces(count, seed=0)``, in the batches of ``_batches``."""
     table = avatar_labels(count, seed=0)
-    space = AttributeSpace(table.values, table.identity, label_marginals(table.values, table.codes))
+    space = table.space()
     one_hot, visible = torch.from_numpy(space.one_hot(table.codes)), torch.from_numpy(table.visible())
     indices = _batch_indices(count, batch)
     return Labels(space.to_manifest(), [one_hot[i].to(device) for i in indices], [visible[i].to(device) for i in indices])
