@@ -7,8 +7,10 @@ strict shape inference, parity against torch on real images), and its accuracy i
 itself on the held-out real images its checkpoint names, over the labels those images show.
 
 ``export_classifier`` writes the graph into a package being built (``export_package(classifier=...)``);
-``attach_classifier`` adds it to an existing package, which is rewritten beside itself and swapped in only
-once it verifies.
+``copy_classifier`` takes another package's graph instead (a new version of a model trained on the same
+labels keeps its predecessor's judge), once its attributes, values and image shape fit and the graph
+reproduces its recorded accuracy; ``attach_classifier`` adds either to an existing package, which is
+rewritten beside itself and swapped in only once it verifies.
 """
 
 from __future__ import annotations
@@ -48,16 +50,16 @@ class ClassifierImageHead(nn.Module):
         return block_softmax(self.model(x), self.space)
 
 
-def _check_fits(model: AttributeClassifier, image_shape: tuple[int, int, int], space: AttributeSpace) -> None:
-    config = model.config
-    own = (config.image_size, config.image_size, config.channels)
-    if own != tuple(image_shape):
-        raise ExportError(f"the classifier takes {own} images, the package's are {tuple(image_shape)}")
+def _check_fits(
+    own_shape: tuple[int, int, int], own: AttributeSpace, image_shape: tuple[int, int, int], space: AttributeSpace
+) -> None:
+    if tuple(own_shape) != tuple(image_shape):
+        raise ExportError(f"the classifier takes {tuple(own_shape)} images, the package's are {tuple(image_shape)}")
     # ordered: the service reads the classifier's output columns in the model's attribute order
-    if space and [(n, tuple(v)) for n, v in space.values.items()] != [(n, tuple(v)) for n, v in config.space.values.items()]:
+    if space and [(n, tuple(v)) for n, v in space.values.items()] != [(n, tuple(v)) for n, v in own.values.items()]:
         raise ExportError(
             "the classifier's attributes and values differ from the model's: train it on the model's data "
-            f"(classifier {dict(config.space.values)}, model {dict(space.values)})"
+            f"(classifier {dict(own.values)}, model {dict(space.values)})"
         )
 
 
@@ -99,7 +101,8 @@ def export_classifier(
     ``space``: the model's attributes (empty for an unconditional model); the classifier's must be the same.
     """
     model, checkpoint = load_classifier(checkpoint_path)
-    _check_fits(model, image_shape, space)
+    config = model.config
+    _check_fits((config.image_size, config.image_size, config.channels), config.space, image_shape, space)
     head = ClassifierImageHead(model).eval()
     path = folder / CLASSIFIER_FILE
     height, width, channels = image_shape
@@ -119,14 +122,53 @@ def export_classifier(
     return classifier_entry(own, held_out, measured, parity, training)
 
 
-def attach_classifier(package_dir: str | Path, checkpoint_path: str | Path, cache_dir: str | None = None) -> dict[str, Any]:
-    """Add (or replace) the classifier of an existing package; returns its manifest entry."""
+ACCURACY_TOLERANCE = 1e-3  # a copied graph must reproduce its recorded accuracy on the same images
+
+
+def copy_classifier(
+    source_dir: str | Path,
+    folder: Path,
+    image_shape: tuple[int, int, int],
+    space: AttributeSpace,
+    cache_dir: str | None = None,
+) -> dict[str, Any]:
+    """Copy another package's ``classifier.onnx`` into ``folder`` once it fits; return its manifest entry.
+
+    The graph is re-run on the held-out real images its entry names: a graph that no longer gives its recorded
+    accuracy is refused. The entry keeps the source's parity and training records and says where it came from.
+    """
+    source = load_package(source_dir)
+    if source.classifier_path is None:
+        raise ExportError(f"{source.ref}: no classifier.onnx to copy")
+    entry = dict(source.manifest["classifier"])
+    own = AttributeSpace({name: tuple(entry["values"][name]) for name in entry["order"]})
+    _check_fits(source.image_shape, own, image_shape, space)
+    path = folder / CLASSIFIER_FILE
+    shutil.copyfile(source.classifier_path, path)
+    images, table = held_out_set(entry["held_out"], image_shape[0], cache_dir)
+    measured = accuracy(own, predicted_codes(own, _probabilities(path, images))[0], table)
+    drift = {
+        n: (entry["accuracy"].get(n), a)
+        for n, a in measured.items()
+        if abs(entry["accuracy"].get(n, -1) - a) > ACCURACY_TOLERANCE
+    }
+    if drift:
+        raise ExportError(f"{source.ref}'s classifier does not reproduce its recorded accuracy (recorded, measured): {drift}")
+    return entry | {"accuracy": measured, "copied_from": source.ref}
+
+
+def attach_classifier(package_dir: str | Path, source: str | Path, cache_dir: str | None = None) -> dict[str, Any]:
+    """Add (or replace) the classifier of an existing package; returns its manifest entry.
+
+    ``source``: a classifier checkpoint (``synthgen classifier train``), or another package whose classifier to copy.
+    """
     out = Path(package_dir)
     package = load_package(out)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     try:
         shutil.copytree(out, staging, dirs_exist_ok=True)
-        entry = export_classifier(checkpoint_path, staging, package.image_shape, package.attributes, cache_dir)
+        make = copy_classifier if Path(source).is_dir() else export_classifier
+        entry = make(source, staging, package.image_shape, package.attributes, cache_dir)
         manifest = {k: v for k, v in package.manifest.items() if k != "files"} | {"classifier": entry}
         write_metadata(staging / CLASSIFIER_FILE, onnx_metadata(manifest, CLASSIFIER_FILE))
         names = sorted({*package.manifest["files"], CLASSIFIER_FILE})

@@ -514,7 +514,11 @@ def _add_classifier(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     t.set_defaults(func=cmd_classifier_train)
     a = actions.add_parser("add", help="add (or replace) the classifier of an existing package")
     a.add_argument("package", help="a package folder")
-    a.add_argument("checkpoint", help="a classifier checkpoint (synthgen classifier train)")
+    a.add_argument(
+        "checkpoint",
+        metavar="SOURCE",
+        help="a classifier checkpoint (synthgen classifier train), or a package of the same attributes whose classifier to copy",
+    )
     a.add_argument("--cache-dir", default=None, help="where the held-out images may be cached")
     a.set_defaults(func=cmd_classifier_add)
 

@@ -28,7 +28,7 @@ from aae.classifier import (  # noqa: E402
 from aae.control import ControlSizes, Decode, Generator, control_table, measure_control, package_control  # noqa: E402
 from aae.data import avatar_faces  # noqa: E402
 from aae.labels import AVATAR_FIELDS, LabelTable, avatar_labels, avatar_vocabulary, render_labeled  # noqa: E402
-from export.classifier import export_classifier  # noqa: E402
+from export.classifier import attach_classifier, export_classifier  # noqa: E402
 from export.graphs import ExportError  # noqa: E402
 from export.package import export_package, verify_package  # noqa: E402
 from synthgen.cli import main  # noqa: E402
@@ -232,3 +232,29 @@ def test_control_of_a_conditional_package(package_with_classifier: Path, capsys:
     args = ["--log-level", "WARNING", "control", str(package_with_classifier), "--per-value", "1", "--identities", "2"]
     assert main([*args, "--per-identity", "2"]) == 0
     assert "| skin_color | 7 |" in capsys.readouterr().out
+
+
+def test_a_package_takes_another_packages_classifier_once_it_reproduces_its_accuracy(
+    package_with_classifier: Path, tiny_conditional: ConditionalModel, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = tmp_path / "models" / "tiny-cond"
+    shutil.copytree(tiny_conditional.package, target)
+    cache = ["--cache-dir", str(tmp_path / "cache")]
+    assert main(["--log-level", "WARNING", "classifier", "add", str(target), str(package_with_classifier), *cache]) == 0
+    assert "classifier.onnx added" in capsys.readouterr().out
+    source, copied = load_package(package_with_classifier), load_package(target)
+    entry = copied.manifest["classifier"]
+    assert entry["copied_from"] == source.ref and entry["accuracy"] == source.manifest["classifier"]["accuracy"]
+    assert copied.classifier_path is not None and "classifier.onnx" in copied.manifest["files"]
+    assert any(line.startswith("3 graphs pass") for line in verify_package(target))
+
+    tampered = tmp_path / "tampered"
+    shutil.copytree(package_with_classifier, tampered)
+    manifest = json.loads((tampered / "manifest.json").read_text())
+    manifest["classifier"]["accuracy"]["skin_color"] = 0.01
+    (tampered / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ExportError, match="does not reproduce its recorded accuracy"):
+        attach_classifier(target, tampered, str(tmp_path / "cache"))
+    with pytest.raises(ExportError, match=r"no classifier\.onnx"):
+        attach_classifier(target, tiny_conditional.package, str(tmp_path / "cache"))
+    assert load_package(target).manifest["classifier"]["copied_from"] == source.ref  # a refusal leaves it as it was
