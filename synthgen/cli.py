@@ -89,20 +89,17 @@ def _adversary_options(args: argparse.Namespace) -> AdversaryOptions | None:
 
 
 def _teacher_options(args: argparse.Namespace) -> TeacherOptions | None:
+    """--attribute-teacher, or the recipe's teacher for a conditional run (an unconditional one has no labels to teach)."""
+    from dataclasses import replace
+
     from aae.attribute_teacher import TeacherOptions
     from aae.recipes import recipe
 
-    base = recipe(args.recipe).teacher
+    base = recipe(args.recipe).teacher if args.conditional else None
     if not (args.attribute_teacher or base):
         return None
     base = base or TeacherOptions()
-    return TeacherOptions(
-        weight=_given(args.teacher_weight, base.weight),
-        max_weight=base.max_weight,
-        start=_given(args.teacher_start, base.start),
-        lr=base.lr,
-        width=base.width,
-    )
+    return replace(base, weight=_given(args.teacher_weight, base.weight), start=_given(args.teacher_start, base.start))
 
 
 def _train_options(args: argparse.Namespace) -> TrainOptions:

@@ -116,3 +116,14 @@ def test_hidden_labels_are_not_taught() -> None:
     hidden = torch.zeros(8, 2, dtype=torch.bool)
     loss, stats = teacher.decoder_loss(x.requires_grad_(True), one_hot, hidden)
     assert float(loss.detach()) == 0.0 and stats.control_accuracy == 1.0
+
+
+def test_the_cli_takes_the_teacher_from_the_recipe_for_a_conditional_run_and_flags_win() -> None:
+    from synthgen.cli import _train_options, build_parser
+
+    parser = build_parser()
+    assert _train_options(parser.parse_args(["train", "--recipe", "v4"])).teacher is None  # no labels to teach
+    taught = _train_options(parser.parse_args(["train", "--recipe", "v4", "--conditional", "--teacher-weight", "0.3"]))
+    assert taught.teacher == TeacherOptions(weight=0.3)
+    with pytest.raises(ValueError, match="conditional"):
+        _train_options(parser.parse_args(["train", "--attribute-teacher"]))
