@@ -21,6 +21,7 @@ from aae.data import load_dataset
 from aae.image_adversary import AdversaryOptions, ImageAdversary
 from aae.labels import load_labels
 from aae.model import load_checkpoint
+from aae.priors import build_prior
 
 
 def probe(checkpoint: str, lr: float, steps: int, cache_dir: str, seed: int = 0) -> list[tuple[int, float, float, float]]:
@@ -35,6 +36,7 @@ def probe(checkpoint: str, lr: float, steps: int, cache_dir: str, seed: int = 0)
         table = load_labels(options["data"], options["count"], options["data_seed"])
         assert table is not None
         conditions = torch.from_numpy(space.one_hot(table.codes))
+    prior = build_prior(model.config.prior, model.config.latent_dim)  # the model's own prior, a mixture too
     adversary = ImageAdversary(AdversaryOptions(lr=lr), model.config.channels, torch.device("cpu"), (0.5, 0.999))
     rng, out = np.random.default_rng(seed), []
     for step in range(steps):
@@ -43,8 +45,8 @@ def probe(checkpoint: str, lr: float, steps: int, cache_dir: str, seed: int = 0)
         y = None if conditions is None else conditions[idx]
         with torch.no_grad():
             recon = model.decoder(model.encoder(x), y).float()
-            prior = torch.randn(32, model.config.latent_dim, generator=torch.Generator().manual_seed(seed + step))
-            decoded = model.decoder(prior, None if y is None else y.roll(1, 0)[:32]).float()
+            z = prior.sample(32, generator=torch.Generator().manual_seed(seed + step))
+            decoded = model.decoder(z, None if y is None else y.roll(1, 0)[:32]).float()
         stats = adversary.discriminator_step(x, torch.cat([recon, decoded]), step)
         if step % 25 == 24:
             assert stats.image_disc is not None and stats.image_real_accuracy is not None
