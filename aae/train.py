@@ -168,6 +168,7 @@ class Trainer:
         self.steps_done = 0
         self.condition: torch.Tensor | None = None  # the batch's one-hot labels, for a conditional model
         self.visible: torch.Tensor | None = None  # which of the batch's labels its images show [B, attributes]
+        self._prior_decodes: torch.Tensor | None = None  # this step's decoded prior samples (_decoded_prior)
 
     def autocast(self) -> torch.autocast:
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp)
@@ -193,6 +194,7 @@ class Trainer:
             visible = torch.ones(condition.shape[0], len(space.names), dtype=torch.bool, device=condition.device)
         self.visible = visible
         losses = self._step(x)
+        self._prior_decodes = None
         self.steps_done += 1
         if self.ema is not None:
             self.ema.update(self.model.decoder, x.shape[0], self.steps_done * x.shape[0])
@@ -223,9 +225,8 @@ class Trainer:
         teacher = self.teacher
         if teacher is None or self.condition is None or self.visible is None or not teacher.active(self.steps_done):
             return loss, TeacherStats()
-        count = max(batch // 2, 1)
-        labels, visible = self.condition.roll(1, 0)[:count], self.visible.roll(1, 0)[:count]
-        decoded = self.model.decoder(self.prior.sample(count, device=self.device), labels).float()
+        decoded, labels, visible = self._decoded_prior(max(batch // 2, 1))
+        assert labels is not None and visible is not None
         control, stats = teacher.decoder_loss(decoded, labels, visible)
         o = teacher.options
         last = self.model.decoder.last_layer.weight
@@ -251,11 +252,20 @@ class Trainer:
         """Reconstructions, decoded prior samples (so the decoder trains where sampling goes), or both."""
         if kind == "recon":
             return x_hat
-        count = x_hat.shape[0] if kind == "prior" else max(x_hat.shape[0] // 2, 1)
-        # a conditional decoder gets other images' labels: the training labels' joint distribution
-        labels = None if self.condition is None else self.condition.roll(1, 0)[:count]
-        decoded = self.model.decoder(self.prior.sample(count, device=self.device), labels).float()
+        decoded = self._decoded_prior(x_hat.shape[0] if kind == "prior" else max(x_hat.shape[0] // 2, 1))[0]
         return decoded if kind == "prior" else torch.cat([x_hat, decoded])
+
+    def _decoded_prior(self, count: int) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """``count`` decoded prior samples for this step's added terms, with their labels and what those show.
+
+        A conditional decoder gets other images' labels (the batch's, rolled by one): the training labels' joint
+        distribution. Decoded once per step: the image adversary and the attribute teacher share the samples.
+        """
+        labels = None if self.condition is None else self.condition.roll(1, 0)[:count]
+        visible = None if self.visible is None else self.visible.roll(1, 0)[:count]
+        if self._prior_decodes is None or self._prior_decodes.shape[0] < count:
+            self._prior_decodes = self.model.decoder(self.prior.sample(count, device=self.device), labels).float()
+        return self._prior_decodes[:count], labels, visible
 
     def _added_phases(self, x: torch.Tensor, fakes: torch.Tensor | None, losses: StepLosses) -> StepLosses:
         """The added phases' own updates, after the model's: the image discriminator, then the attribute teacher."""

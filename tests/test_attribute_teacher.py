@@ -127,3 +127,24 @@ def test_the_cli_takes_the_teacher_from_the_recipe_for_a_conditional_run_and_fla
     assert taught.teacher == TeacherOptions(weight=0.3)
     with pytest.raises(ValueError, match="conditional"):
         _train_options(parser.parse_args(["train", "--attribute-teacher"]))
+
+
+def test_the_image_adversary_and_the_teacher_share_one_decode_of_prior_samples_per_step() -> None:
+    from aae.image_adversary import AdversaryOptions
+    from aae.train import build_trainer
+
+    config = AAEConfig(
+        image_size=32, latent_dim=8, base_width=8, disc_hidden=16, upsample="nearest", decoder_norm="group",
+        attributes=SPACE.to_manifest(),
+    )  # fmt: skip
+    options = TrainOptions(
+        batch_size=8, conditional=True, teacher=TeacherOptions(start=0, width=8),
+        adversary=AdversaryOptions(start=0, fakes="both", width=8), config=config,
+    )  # fmt: skip
+    trainer = build_trainer(config, options, torch.device("cpu"))
+    decodes: list[int] = []
+    trainer.model.decoder.register_forward_hook(lambda module, args, out: decodes.append(out.shape[0]))
+    x, one_hot, visible = _labeled_batch(8)
+    losses = trainer.step(x, one_hot, visible)
+    assert decodes == [8, 4]  # the reconstructions, then 4 prior samples for both added terms
+    assert losses.image_weight is not None and losses.control_weight is not None and losses.teacher is not None
