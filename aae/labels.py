@@ -11,14 +11,19 @@ of value indices per image. Sources:
   mapped to ``false``/``true``).
 
 Grouped attributes (``GROUPS``) are coarser views of the avatar fields, the same table for every tool:
-``glasses`` (from ``accessory``) and ``expression`` (from ``mouth``). Some values hide others: under a hat,
-hijab or turban no hair shows, so its ``hair_color`` cannot be seen (``hidden``); the classifier is not
-trained nor judged on what cannot be seen.
+``glasses`` (from ``accessory``) and ``expression`` (from ``mouth``). Some values hide others (``hidden``), by
+construction: python_avatars paints the hair colour, the facial hair and the accessory only into elements of
+the top's own SVG (``Hair-Color``, ``Facial-Hair``, ``Accessory``), so a top without one, or whose hair keeps
+a fixed colour, never shows that attribute, whatever its label says: no hair colour under a hat or with
+``shaved_sides`` or ``straight_2``, no beard with ``hijab``, ``curly_2``, ``long_hair_curly`` or
+``loose_hair``, no glasses with ``long_hair_curly`` (``hidden_by_top`` finds them by rendering). The
+classifier is neither trained nor judged on what cannot be seen, and control does not count it.
 """
 
 from __future__ import annotations
 
 import csv
+import functools
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -45,7 +50,14 @@ AVATAR_FIELDS = (
     "clothing_color",
 )
 AVATAR_IDENTITY = ("skin_color", "hair_color", "top", "facial_hair", "accessory")
-HAT_TOPS = ("hijab", "turban", "winter_hat_1", "winter_hat_2")
+# The attributes a top can hide, each with two of its values that look different wherever it shows.
+# python_avatars paints them only into elements of the top's own SVG (Hair-Color, Facial-Hair, Accessory),
+# and some tops lack the element or override its colour.
+TOP_PROBES = (
+    ("hair_color", ("black", "pastel_pink")),
+    ("facial_hair", ("none", "beard_magestic")),
+    ("accessory", ("none", "kurt")),
+)
 
 # Grouped attributes: name -> {group value: [field values]}, over one avatar field.
 GROUPS: dict[str, tuple[str, dict[str, tuple[str, ...]]]] = {
@@ -89,9 +101,26 @@ def groups_of(labels: Mapping[str, str]) -> dict[str, str]:
     return out
 
 
+@functools.cache
+def hidden_by_top() -> dict[str, frozenset[str]]:
+    """{top value: the attributes it hides}, found by rendering: a top hides an attribute when two of its values
+    (``TOP_PROBES``) give the same pixels on the same avatar."""
+    out = {}
+    for top in avatar_vocabulary()["top"]:
+        same = [name for name, values in TOP_PROBES if _renders_alike(top, name, values)]
+        out[top] = frozenset(same)
+    return out
+
+
+def _renders_alike(top: str, name: str, values: tuple[str, str]) -> bool:
+    a, b = (render_labeled({"top": top, name: value}, 0, 1, 64) for value in values)
+    return bool(np.array_equal(a, b))
+
+
 def hidden(labels: Mapping[str, str]) -> set[str]:
     """The attributes of an image that its other values hide (nothing to see, nothing to classify)."""
-    return {"hair_color"} if labels.get("top") in HAT_TOPS else set()
+    top = labels.get("top")
+    return set(hidden_by_top().get(top, ())) if top is not None else set()
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,7 @@ itself on the held-out real images its checkpoint names, over the labels those i
 
 ``export_classifier`` writes the graph into a package being built (``export_package(classifier=...)``);
 ``copy_classifier`` takes another package's graph instead (a new version of a model trained on the same
-labels keeps its predecessor's judge), once its attributes, values and image shape fit and the graph
-reproduces its recorded accuracy; ``attach_classifier`` adds either to an existing package, which is
+labels keeps its predecessor's judge), once its attributes, values and image shape fit, and measures it again; ``attach_classifier`` adds either to an existing package, which is
 rewritten beside itself and swapped in only once it verifies.
 """
 
@@ -122,9 +121,6 @@ def export_classifier(
     return classifier_entry(own, held_out, measured, parity, training)
 
 
-ACCURACY_TOLERANCE = 1e-3  # a copied graph must reproduce its recorded accuracy on the same images
-
-
 def copy_classifier(
     source_dir: str | Path,
     folder: Path,
@@ -134,8 +130,9 @@ def copy_classifier(
 ) -> dict[str, Any]:
     """Copy another package's ``classifier.onnx`` into ``folder`` once it fits; return its manifest entry.
 
-    The graph is re-run on the held-out real images its entry names: a graph that no longer gives its recorded
-    accuracy is refused. The entry keeps the source's parity and training records and says where it came from.
+    The source package's sha256 checks vouch for the graph; its accuracy is measured again, with the graph, on
+    the held-out real images its entry names, under today's visibility rules (``aae.labels.hidden``). The entry
+    keeps the source's parity and training records and says where it came from.
     """
     source = load_package(source_dir)
     if source.classifier_path is None:
@@ -147,13 +144,6 @@ def copy_classifier(
     shutil.copyfile(source.classifier_path, path)
     images, table = held_out_set(entry["held_out"], image_shape[0], cache_dir)
     measured = accuracy(own, predicted_codes(own, _probabilities(path, images))[0], table)
-    drift = {
-        n: (entry["accuracy"].get(n), a)
-        for n, a in measured.items()
-        if abs(entry["accuracy"].get(n, -1) - a) > ACCURACY_TOLERANCE
-    }
-    if drift:
-        raise ExportError(f"{source.ref}'s classifier does not reproduce its recorded accuracy (recorded, measured): {drift}")
     return entry | {"accuracy": measured, "copied_from": source.ref}
 
 

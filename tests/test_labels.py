@@ -35,8 +35,27 @@ def test_groups_cover_every_value_of_their_field() -> None:
 
 
 def test_hair_colour_is_hidden_under_a_hat() -> None:
-    assert hidden({"top": "hijab", "hair_color": "red"}) == {"hair_color"}
+    assert hidden({"top": "hijab", "hair_color": "red"}) == {"hair_color", "facial_hair"}
+    assert hidden({"top": "turban", "hair_color": "red"}) == {"hair_color"}
     assert hidden({"top": "bob", "hair_color": "red"}) == set()
+    assert hidden({"hair_color": "red"}) == set()  # a folder's labels have no top
+
+
+@pytest.mark.parametrize(
+    ("name", "values"),
+    [("hair_color", ("auburn", "platinum")), ("facial_hair", ("none", "moustache_fancy")), ("accessory", ("none", "round"))],
+)
+def test_what_a_top_hides_is_what_the_renderer_does_not_draw(name: str, values: tuple[str, str]) -> None:
+    """Every top hides an attribute exactly when two of its values render the same pixels (on another avatar, with
+    other values than the ones ``hidden_by_top`` probes)."""
+    from aae.labels import hidden_by_top, render_labeled
+
+    tops = avatar_vocabulary()["top"]
+    hiding = {top for top in tops if name in hidden_by_top()[top]}
+    assert hiding, name
+    for top in tops:
+        a, b = (render_labeled({"top": top, name: v}, 3, 11, 64) for v in values)
+        assert np.array_equal(a, b) == (top in hiding), (name, top)
 
 
 def _folder(tmp_path, names):  # type: ignore[no-untyped-def]
