@@ -7,8 +7,11 @@
 - Identity consistency, per identity attribute: in an identity job (``identities`` x ``per_identity``), the
   fraction of images whose predicted value is their identity's majority prediction; and the fraction of
   images that agree on all of them at once.
-- Beside both, the classifier's own accuracy on held-out real images (the manifest's ``classifier.accuracy``):
-  a model can only be seen to obey as well as the classifier sees.
+- Beside both, what the classifier makes of real renders asked for the same way (``renders``: for a model of
+  the avatars, the renderer itself as a perfectly controlled generator, ``avatar_renderer``), and its own
+  accuracy on held-out real images (the manifest's ``classifier.accuracy``, over the images' own label
+  distribution): a model can only be seen to obey as well as the classifier sees. Asking each value equally
+  often weighs the rare values, which the classifier sees least well, far more than the natural distribution.
 
 Only labels that can be seen count (``aae.labels.hidden``: no hair colour under a hat). The images come from
 the same code paths as the service's (``synthgen.core.crowd.Crowd``), from (seed, index) alone.
@@ -23,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from aae.labels import LabelTable
+from aae.labels import LabelTable, render_labeled
 from synthgen.core.attributes import AttributeSpace, stream_seed
 from synthgen.core.crowd import Crowd
 from synthgen.core.predictions import predicted_codes
@@ -32,6 +35,7 @@ Decode = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (z [B, latent_dim], y
 Classify = Callable[[np.ndarray], np.ndarray]  # uint8 images [B, H, W, C] -> probabilities [B, dim]
 
 CONTROL_STREAM = 0xC0_47_0001_5EED_0004
+RENDER_SEED = 7  # the avatars' held-out dataset seed (aae.classifier.HELD_OUT_SEED): no model trained on it
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,18 @@ class Generator:
     space: AttributeSpace
     prior: Mapping[str, Any]
     latent_dim: int
+
+
+def avatar_renderer(space: AttributeSpace, size: int, seed: int = RENDER_SEED) -> Decode:
+    """The avatar renderer as a decoder: each image shows exactly the labels it is given (y), and z picks the parts
+    no label names (nose, the colours of hats and beards...), as z picks a model's style."""
+
+    def decode(z: np.ndarray, y: np.ndarray) -> np.ndarray:
+        codes = predicted_codes(space, y)[0]  # the one-hot rows' values
+        keys = (np.abs(z[:, 0]) * 1e6).astype(np.int64)
+        return np.stack([render_labeled(row, seed, int(k), size) for row, k in zip(space.labels(codes), keys, strict=True)])
+
+    return decode
 
 
 def visible(space: AttributeSpace, codes: np.ndarray) -> np.ndarray:
@@ -175,10 +191,15 @@ def package_generator(path: str | Path, providers: Sequence[str] = ("CPUExecutio
 
 
 def package_control(path: str | Path, sizes: ControlSizes = ControlSizes()) -> dict[str, Any]:
-    """The control metrics of a conditional package that ships a classifier."""
+    """The control metrics of a conditional package that ships a classifier; for a model of the avatars, the
+    same for real renders (``renders``)."""
     model, manifest = package_generator(path)
     result = measure_control(model, sizes, manifest["classifier"]["accuracy"])
     result["model"] = f"{manifest['name']}@{manifest['version']}"
+    if manifest.get("training", {}).get("data") == "avatars":
+        size = int(manifest["image"]["height"])
+        renders = Generator(avatar_renderer(model.space, size), model.classify, model.space, model.prior, model.latent_dim)
+        result["renders"] = {k: v for k, v in measure_control(renders, sizes).items() if k in ("adherence", "identity")}
     return result
 
 
@@ -191,18 +212,25 @@ def control_table(result: Mapping[str, Any]) -> str:
     identity = result.get("identity") or {}
     agreement = identity.get("by_attribute", {})
     accuracy = result.get("classifier_accuracy", {})
+    renders = result.get("renders")
+    both = renders is not None
+    header = "| attribute | values | shows the value asked for |" + (" real renders asked the same |" if both else "")
     lines = [
-        "| attribute | values | shows the value asked for | chance | identity agreement | classifier accuracy (real) |",
-        "|---|---:|---:|---:|---:|---:|",
+        header + " chance | identity agreement |" + (" real renders |" if both else "") + " classifier accuracy (real) |",
+        "|---|---:|---:|" + ("---:|" if both else "") + "---:|---:|" + ("---:|" if both else "") + "---:|",
     ]
     for name, entry in result["adherence"].items():
-        lines.append(
-            f"| {name} | {entry['values']} | {_percent(entry['rate'])} "
-            f"| {_percent(entry['chance'])} | {_percent(agreement.get(name))} | {_percent(accuracy.get(name))} |"
-        )
+        row = f"| {name} | {entry['values']} | {_percent(entry['rate'])} |"
+        if renders is not None:
+            row += f" {_percent(renders['adherence'][name]['rate'])} |"
+        row += f" {_percent(entry['chance'])} | {_percent(agreement.get(name))} |"
+        if renders is not None:
+            row += f" {_percent(((renders.get('identity') or {}).get('by_attribute') or {}).get(name))} |"
+        lines.append(row + f" {_percent(accuracy.get(name))} |")
     if identity:
         lines.append(
             f"\nAll identity attributes agree with the identity's majority in {_percent(identity['all'])} of the images "
-            f"({identity['identities']} identities x {identity['per_identity']} images)."
+            f"({identity['identities']} identities x {identity['per_identity']} images)"
+            + (f"; real renders: {_percent(renders['identity']['all'])}." if renders and renders.get("identity") else ".")
         )
     return "\n".join(lines)

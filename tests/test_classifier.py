@@ -25,9 +25,17 @@ from aae.classifier import (  # noqa: E402
     predict,
     train_classifier,
 )
-from aae.control import ControlSizes, Decode, Generator, control_table, measure_control, package_control  # noqa: E402
+from aae.control import (  # noqa: E402
+    ControlSizes,
+    Decode,
+    Generator,
+    avatar_renderer,
+    control_table,
+    measure_control,
+    package_control,
+)
 from aae.data import avatar_faces  # noqa: E402
-from aae.labels import AVATAR_FIELDS, LabelTable, avatar_labels, avatar_vocabulary, render_labeled  # noqa: E402
+from aae.labels import AVATAR_FIELDS, LabelTable, avatar_labels, avatar_vocabulary  # noqa: E402
 from export.classifier import attach_classifier, export_classifier  # noqa: E402
 from export.graphs import ExportError  # noqa: E402
 from export.package import export_package, verify_package  # noqa: E402
@@ -162,16 +170,14 @@ def test_a_classifier_that_does_not_fit_the_model_is_refused(classifier_checkpoi
 def _renderer(space: AttributeSpace, wrong_labels: bool = False) -> Decode:
     """The renderer as a perfectly controlled conditional generator (it draws exactly the labels it is given);
     ``wrong_labels``: it draws the labels of other images of the batch instead, shuffled."""
+    decode = avatar_renderer(space, SIZE, seed=3)
+    if not wrong_labels:
+        return decode
 
-    def decode(z: np.ndarray, y: np.ndarray) -> np.ndarray:
-        codes = predicted_codes(space, y)[0]  # the one-hot rows' values
-        if wrong_labels:
-            codes = codes[np.random.default_rng(len(codes)).permutation(len(codes))]
-        # the latent picks the avatar's unlabeled parts (nose, colours of hats and beards), as z picks the style
-        keys = (np.abs(z[:, 0]) * 1e6).astype(np.int64)
-        return np.stack([render_labeled(row, 3, int(k), SIZE) for row, k in zip(space.labels(codes), keys, strict=True)])
+    def shuffled(z: np.ndarray, y: np.ndarray) -> np.ndarray:
+        return decode(z, y[np.random.default_rng(len(y)).permutation(len(y))])
 
-    return decode
+    return shuffled
 
 
 def test_control_metrics_fail_a_decoder_fed_wrong_labels(package_with_classifier: Path) -> None:
@@ -229,9 +235,13 @@ def test_control_of_a_conditional_package(package_with_classifier: Path, capsys:
     assert entry["images"] == 2 * len(space.values[name])  # nothing hides the last attribute
     assert set(result["identity"]["by_attribute"]) == set(space.identity)
     assert result["classifier_accuracy"] == load_package(package_with_classifier).manifest["classifier"]["accuracy"]
+    renders = result["renders"]  # a model of the avatars: real renders asked for the same values, judged alike
+    assert list(renders["adherence"]) == list(space.names) and set(renders["identity"]["by_attribute"]) == set(space.identity)
+    assert renders["adherence"]["skin_color"]["rate"] > result["adherence"]["skin_color"]["chance"]
     args = ["--log-level", "WARNING", "control", str(package_with_classifier), "--per-value", "1", "--identities", "2"]
     assert main([*args, "--per-identity", "2"]) == 0
-    assert "| skin_color | 7 |" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "| skin_color | 7 |" in out and "real renders asked the same" in out and "; real renders:" in out
 
 
 def test_a_package_takes_another_packages_classifier_and_measures_it_again(
