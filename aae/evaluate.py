@@ -258,7 +258,8 @@ def interpolation_metrics(generator: Generator, data: EvalData, sizes: EvalSizes
     out: dict[str, Any] = {"pairs": p, "slerp": slerp.to_dict(), "lerp": lerp.to_dict()}
     if generator.attributes:
         out["attributes"] = "held: each pair shares the first face's attributes"
-        blended = interpolation_swd(decode, a, b, reference, "slerp", sizes.patches, sizes.seed, between=between)
+        # the endpoints are the faces a, as above: their SWD is reused
+        blended = interpolation_swd(decode, a, b, reference, "slerp", sizes.patches, sizes.seed, slerp.endpoints, between)
         out["slerp_attributes_blended"] = blended.to_dict()
     return out
 
