@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from aae.classifier import AttributeClassifier, accuracy, block_softmax, held_out_set, load_classifier
+from aae.labels import LabelTable
 from export.graphs import ExportError, export_graph, write_metadata
 from export.manifest import onnx_metadata, write_manifest
 from export.parity import ParityReport, compare
@@ -66,6 +67,11 @@ def _probabilities(path: Path, images: np.ndarray, batch: int = 256) -> np.ndarr
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     out = [session.run(None, {"images": images[i : i + batch]})[0] for i in range(0, len(images), batch)]
     return np.concatenate(out)
+
+
+def _graph_accuracy(path: Path, space: AttributeSpace, images: np.ndarray, table: LabelTable) -> dict[str, float]:
+    """The graph's accuracy per attribute on labeled real images, over the labels they show."""
+    return accuracy(space, predicted_codes(space, _probabilities(path, images))[0], table)
 
 
 def classifier_entry(
@@ -113,7 +119,7 @@ def export_classifier(
     if not parity.ok:
         raise ExportError(f"{parity.describe('classifier')}: exceeds its bound; package refused")
     own = model.config.space
-    measured = accuracy(own, predicted_codes(own, _probabilities(path, images))[0], table)
+    measured = _graph_accuracy(path, own, images, table)
     options = checkpoint["options"]
     training = {k: options[k] for k in ("data", "count", "seed", "start")} | {
         k: checkpoint["summary"][k] for k in ("steps", "images_seen")
@@ -143,7 +149,7 @@ def copy_classifier(
     path = folder / CLASSIFIER_FILE
     shutil.copyfile(source.classifier_path, path)
     images, table = held_out_set(entry["held_out"], image_shape[0], cache_dir)
-    measured = accuracy(own, predicted_codes(own, _probabilities(path, images))[0], table)
+    measured = _graph_accuracy(path, own, images, table)
     return entry | {"accuracy": measured, "copied_from": source.ref}
 
 
