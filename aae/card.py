@@ -302,6 +302,12 @@ def _control_section(metrics: dict[str, Any]) -> str:
         if identity
         else ""
     )
+    renders = (
+        "The columns headed *real renders* are the same measurements on the renderer itself asked for the same "
+        "values (a perfectly controlled generator): the most a model can be seen to reach through this classifier. "
+        if control.get("renders")
+        else ""
+    )
     return (
         "## Control\n\n"
         "Judged by the package's attribute classifier (`classifier.onnx`), trained apart from the model on real renders; "
@@ -309,7 +315,7 @@ def _control_section(metrics: dict[str, Any]) -> str:
         f"the classifier sees. Per attribute: {sizes['per_value']} images for each of its values (exact quotas, the other "
         "attributes drawn from their training marginals, as a job with that `distribution` would make them), and how "
         f"often the classifier sees the value asked for; only labels that can be seen count.{identities} "
-        f"`synthgen control MODEL --per-value {sizes['per_value']}` prints the same table.\n\n"
+        f"{renders}`synthgen control MODEL --per-value {sizes['per_value']}` prints the same table.\n\n"
         f"{control_table(control)}\n"
     )
 

@@ -269,7 +269,7 @@ def test_the_card_of_a_conditional_package_with_a_classifier_holds_its_control_t
     assert set(control["adherence"]) == set(space.names) and control["sizes"]["per_value"] == 3
     assert all(0 <= entry["rate"] <= 1 for entry in control["adherence"].values() if entry["rate"] is not None)
     card = (package / "card.md").read_text()
-    assert "## Control" in card and "synthgen control MODEL --per-value 3" in card
+    assert "## Control" in card and "synthgen control MODEL --per-value 3" in card and "*real renders*" in card
     assert all(f"| {name} |" in card for name in space.names)
     assert main(["evaluate", str(package), *sizes[:-1], "0"]) == 0  # --control-per-value 0: no table
     assert "## Control" not in (package / "card.md").read_text()
