@@ -64,7 +64,7 @@ def avatar_renderer(space: AttributeSpace, size: int, seed: int = RENDER_SEED) -
     no label names (nose, the colours of hats and beards...), as z picks a model's style."""
 
     def decode(z: np.ndarray, y: np.ndarray) -> np.ndarray:
-        codes = predicted_codes(space, y)[0]  # the one-hot rows' values
+        codes = space.codes_of(y)
         keys = (np.abs(z[:, 0]) * 1e6).astype(np.int64)
         return np.stack([render_labeled(row, seed, int(k), size) for row, k in zip(space.labels(codes), keys, strict=True)])
 
