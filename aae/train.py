@@ -209,8 +209,7 @@ class Trainer:
         rec = reconstruction_loss(self.options.recon_loss, x_hat, x, self.options.frequency_weight)
         mse = rec if self.options.recon_loss == "mse" and not self.options.frequency_weight else F.mse_loss(x_hat.detach(), x)
         losses = StepLosses(mse.item(), recon_loss=None if rec is mse else rec.item())
-        loss, losses, fakes = self._added_terms(rec, x_hat, losses)
-        return loss, losses, fakes
+        return self._added_terms(rec, x_hat, losses)
 
     def _added_terms(
         self, rec: torch.Tensor, x_hat: torch.Tensor, losses: StepLosses
@@ -229,10 +228,14 @@ class Trainer:
         assert labels is not None and visible is not None
         control, stats = teacher.decoder_loss(decoded, labels, visible)
         o = teacher.options
+        weight = adaptive_weight(rec, control, self._last_weight(), o.weight, o.max_weight)
+        return loss + weight * control, replace(stats, control_weight=weight)
+
+    def _last_weight(self) -> torch.Tensor:
+        """The decoder's last conv weight, where the added terms' adaptive weights compare gradient norms."""
         last = self.model.decoder.last_layer.weight
         assert isinstance(last, torch.Tensor)
-        weight = adaptive_weight(rec, control, last, o.weight, o.max_weight)
-        return loss + weight * control, replace(stats, control_weight=weight)
+        return last
 
     def _adversarial_term(
         self, rec: torch.Tensor, x_hat: torch.Tensor
@@ -243,9 +246,7 @@ class Trainer:
         fakes = self._fakes(x_hat, adversary.options.fakes)
         gen = adversary.generator_loss(fakes)
         o = adversary.options
-        last = self.model.decoder.last_layer.weight
-        assert isinstance(last, torch.Tensor)
-        weight = adaptive_weight(rec, gen, last, o.weight, o.max_weight)
+        weight = adaptive_weight(rec, gen, self._last_weight(), o.weight, o.max_weight)
         return rec + weight * gen, AdversaryStats(image_gen=gen.item(), image_weight=weight), fakes
 
     def _fakes(self, x_hat: torch.Tensor, kind: str) -> torch.Tensor:
