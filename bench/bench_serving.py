@@ -48,11 +48,14 @@ def load_model(ort_threads: int, provider: str) -> LoadedModel:
     return model
 
 
-def bulk_baseline(model: LoadedModel, images: int, batch: int) -> float:
-    """Images/s of in-process decode + npy encoding of every image."""
+def bulk_baseline(model: LoadedModel, images: int, batch: int, label: bool = False) -> float:
+    """Images/s of in-process decode + npy encoding of every image; with ``label``, also the package's classifier
+    on every batch, which a bulk job of a package with a classifier runs for each image's ``predicted``."""
     started = time.perf_counter()
     for start in range(0, images, batch):
         out = model.decode(model.inputs(0, np.arange(start, min(images, start + batch))))
+        if label:
+            model.predict(out)
         for image in out:
             encode_image(image, "npy")
     return images / (time.perf_counter() - started)
@@ -158,6 +161,8 @@ def main() -> None:
     for _ in range(args.rounds):
         bulk_baseline(model, args.job_size, args.job_size)  # warm-up
         keep("bulk_base", bulk_baseline(model, args.images, args.job_size))
+        if model.labeler is not None:
+            keep("bulk_labeled", bulk_baseline(model, args.images, args.job_size, label=True))
         keep("batch1", batch1_baseline(model, min(args.images, 2000)))
 
         def bulk(service: LiveService) -> None:
@@ -184,6 +189,11 @@ def main() -> None:
     print(f"\nbulk, npy: in-process decode + npy encoding {base:.0f} images/s (batches of {args.job_size})")
     print(f"   jobs of {args.job_size}, {args.in_flight} in flight: {best['jobs']:.0f} images/s = {best['jobs'] / base:.2f}x")
     print(f"   one job of {args.images}, streamed:  {best['one_job']:.0f} images/s = {best['one_job'] / base:.2f}x")
+    if "bulk_labeled" in best:
+        labeled = best["bulk_labeled"]
+        print(f"bulk, npy: in-process decode + classifier labels + npy encoding {labeled:.0f} images/s (the same work as a job)")
+        print(f"   jobs of {args.job_size}, {args.in_flight} in flight: {best['jobs'] / labeled:.2f}x")
+        print(f"   one job of {args.images}, streamed:  {best['one_job'] / labeled:.2f}x")
     print(f"\ninteractive, {args.clients} clients x {args.per_client} single images (GET /v1/images/{{seed}}.npy)")
     print(f"   in-process batch-1 loop: {best['batch1']:.0f} images/s")
     for mode, (rate, p50, p99, api_ms) in stats.items():
