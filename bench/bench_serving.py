@@ -159,7 +159,7 @@ def main() -> None:
         best[name] = max(best.get(name, 0.0), value)
 
     for _ in range(args.rounds):
-        bulk_baseline(model, args.job_size, args.job_size)  # warm-up
+        bulk_baseline(model, args.job_size, args.job_size, label=model.labeler is not None)  # warm-up, the classifier too
         keep("bulk_base", bulk_baseline(model, args.images, args.job_size))
         if model.labeler is not None:
             keep("bulk_labeled", bulk_baseline(model, args.images, args.job_size, label=True))
