@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from aae.attribute_teacher import AttributeTeacher, TeacherOptions, TeacherStats
+from aae.attribute_teacher import AttributeTeacher, TeacherOptions, TeacherStats, initial_teachers
 from aae.data import image_grid, load_dataset
 from aae.ema import WeightEMA
 from aae.image_adversary import AdversaryOptions, AdversaryStats, ImageAdversary, adaptive_weight
@@ -77,6 +77,9 @@ class TrainOptions:
     checkpoint_minutes: float = 5.0  # also checkpoint (resumable) this often, besides every epoch
     # A conditional model: the decoder takes the data's labels (aae/labels.py) beside z (the supervised AAE)
     conditional: bool = False
+    # A fine-tune: start from this checkpoint (or run folder) of the same architecture: its model, decoder EMA and
+    # teachers; the optimizers, the step count, the data order and the added phases' warm-ups start afresh
+    init: str | None = None
     config: AAEConfig = field(default_factory=AAEConfig)
 
     def __post_init__(self) -> None:
@@ -166,6 +169,7 @@ class Trainer:
         )
         self.ema = WeightEMA(m.decoder, options.ema_kimg) if options.ema_kimg else None
         self.steps_done = 0
+        self.images_before = 0  # a fine-tune: the images its EMA had averaged already (the EMA's warm-up ramp)
         self.condition: torch.Tensor | None = None  # the batch's one-hot labels, for a conditional model
         self.visible: torch.Tensor | None = None  # which of the batch's labels its images show [B, attributes]
         self._prior_decodes: torch.Tensor | None = None  # this step's decoded prior samples (_decoded_prior)
@@ -197,7 +201,7 @@ class Trainer:
         self._prior_decodes = None
         self.steps_done += 1
         if self.ema is not None:
-            self.ema.update(self.model.decoder, x.shape[0], self.steps_done * x.shape[0])
+            self.ema.update(self.model.decoder, x.shape[0], self.images_before + self.steps_done * x.shape[0])
         return losses
 
     def _step(self, x: torch.Tensor) -> StepLosses:
@@ -290,6 +294,7 @@ class Trainer:
             "teacher": self.teacher.state_dict() if self.teacher else None,
             "ema": self.ema.state_dict() if self.ema else None,
             "steps_done": self.steps_done,
+            "images_before": self.images_before,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -303,6 +308,31 @@ class Trainer:
         if self.ema is not None:
             self.ema.load_state_dict(state["ema"])
         self.steps_done = int(state["steps_done"])
+        self.images_before = int(state.get("images_before", 0))
+
+    def start_from(self, checkpoint: dict[str, Any], source: str | Path) -> None:
+        """A fine-tune's start: the model's weights and the decoder's EMA from another run's ``checkpoint``.
+
+        Its live training weights when it has them (else the exported ones); the optimizers and the step count
+        start afresh, the EMA's warm-up ramp counts the images it had already averaged.
+        """
+        mine, theirs = self.model.config, AAEConfig.from_dict(checkpoint["config"])
+        a, b = mine.to_dict(), theirs.to_dict()
+        differ = sorted(k for k in set(a) | set(b) if k != "attributes" and a.get(k) != b.get(k))
+        space, their_space = mine.attribute_space, theirs.attribute_space
+        if (space and (space.names, dict(space.values))) != (their_space and (their_space.names, dict(their_space.values))):
+            differ.append("attributes")  # the training labels' marginals may differ: they are the data's
+        if differ:
+            raise ValueError(f"{source}: another model than this run's (it differs in {', '.join(differ)})")
+        state = (checkpoint.get("training_state") or {}).get("trainer")
+        self.model.load_state_dict(state["model"] if state else checkpoint["model"])
+        if self.ema is not None:
+            ema = state.get("ema") if state else checkpoint.get("decoder_ema")
+            self.ema.load_state_dict(ema if ema is not None else self.model.decoder.state_dict())
+            if ema is not None and state is not None:
+                self.images_before = int(state.get("images_before", 0)) + int(state["steps_done"]) * int(
+                    checkpoint["options"]["batch_size"]
+                )
 
 
 class AETrainer(Trainer):
@@ -542,9 +572,30 @@ def train(options: TrainOptions, resume: str | Path | None = None) -> Path:
     loop = TrainingLoop(options, build_trainer(options.config, options, device), data, out, conditions)
     if resume is not None:
         loop.restore(read_checkpoint(resume_path(resume)))
+    else:
+        start_from(loop.trainer, options)
     with StopOnSignal() as stop:
         loop.run(stop)
     return out / "checkpoint.pt"
+
+
+def start_from(trainer: Trainer, options: TrainOptions) -> None:
+    """A fresh run's starting weights: a fine-tune's (``options.init``), and its teachers' (their own ``init``, else
+    the fine-tuned run's teachers, else none)."""
+    checkpoint = read_checkpoint(resume_path(options.init)) if options.init else None
+    if checkpoint is not None:
+        assert options.init is not None
+        trainer.start_from(checkpoint, options.init)
+        log.info("fine-tuning %s", options.init)
+    teacher = trainer.teacher
+    if teacher is None:
+        return
+    sources: tuple[str, ...] = teacher.options.init
+    if not sources and checkpoint is not None and (checkpoint.get("training_state") or {}).get("trainer", {}).get("teacher"):
+        sources = (str(options.init),)
+    if sources:
+        teacher.start_from(initial_teachers(sources, teacher.space))
+        log.info("the attribute teachers start from %s", ", ".join(sources))
 
 
 def resume_path(resume: str | Path) -> Path:

@@ -51,6 +51,8 @@ def _architecture(args: argparse.Namespace, *names: str) -> dict[str, Any]:
 def _train_config(args: argparse.Namespace) -> AAEConfig:
     from aae.model import AAEConfig
 
+    if args.init:
+        return _fine_tuned_config(args)
     prior: dict[str, object] = {"kind": args.prior}
     if args.prior == "mixture":
         prior.update(components=args.components, radius=args.radius)
@@ -61,6 +63,25 @@ def _train_config(args: argparse.Namespace) -> AAEConfig:
         kind=args.kind,
         **_architecture(args, "image_size", "latent_dim", "base_width", "disc_hidden", "upsample", "decoder_norm", "res_blocks"),
     )
+
+
+def _fine_tuned_config(args: argparse.Namespace) -> AAEConfig:
+    """--init: the architecture of the checkpoint to fine-tune; architecture flags may only repeat it."""
+    from aae.model import AAEConfig
+    from aae.train import read_checkpoint, resume_path
+
+    path = resume_path(args.init)
+    if not path.is_file():
+        raise ValueError(f"--init {args.init}: no checkpoint there (expected a run folder or a .pt of synthgen train)")
+    config = AAEConfig.from_dict(read_checkpoint(path)["config"])
+    given = _architecture(args, "image_size", "latent_dim", "base_width", "disc_hidden", "upsample", "decoder_norm", "res_blocks")
+    given.update(kind=args.kind, prior=args.prior)
+    theirs = {**config.to_dict(), "prior": config.prior["kind"]}
+    differ = {k: v for k, v in given.items() if theirs.get(k) != v}
+    if differ:
+        mismatch = ", ".join(f"{k} {v!r} (the checkpoint's: {theirs.get(k)!r})" for k, v in differ.items())
+        raise ValueError(f"--init {args.init}: a fine-tune keeps the checkpoint's architecture; given {mismatch}")
+    return config
 
 
 def _given(value: Any, fallback: Any) -> Any:
@@ -97,9 +118,36 @@ def _teacher_options(args: argparse.Namespace) -> TeacherOptions | None:
 
     base = recipe(args.recipe).teacher if args.conditional else None
     if not (args.attribute_teacher or base):
+        given = [f for f, v in (("--teachers", args.teachers), ("--teacher-init", args.teacher_init),
+                                ("--teacher-attribute-weight", args.teacher_attribute_weight)) if v]  # fmt: skip
+        if given:
+            raise ValueError(f"{', '.join(given)}: this run has no attribute teacher (--attribute-teacher, or --recipe v4)")
         return None
     base = base or TeacherOptions()
-    return replace(base, weight=_given(args.teacher_weight, base.weight), start=_given(args.teacher_start, base.start))
+    init = tuple(args.teacher_init or base.init)
+    return replace(
+        base,
+        weight=_given(args.teacher_weight, base.weight),
+        start=_given(args.teacher_start, base.start),
+        teachers=_given(args.teachers, max(base.teachers, len(init))),
+        init=init,
+        attribute_weights={**base.attribute_weights, **_attribute_weights(args.teacher_attribute_weight or [])},
+    )
+
+
+def _attribute_weights(pairs: list[str]) -> dict[str, float]:
+    """--teacher-attribute-weight NAME=WEIGHT, repeated."""
+    out = {}
+    for pair in pairs:
+        name, sep, text = pair.partition("=")
+        try:
+            weight = float(text) if sep and name else -1.0
+        except ValueError:
+            weight = -1.0
+        if not weight >= 0:
+            raise ValueError(f"--teacher-attribute-weight {pair!r}: expected NAME=WEIGHT with a weight >= 0, e.g. facial_hair=3")
+        out[name] = weight
+    return out
 
 
 def _train_options(args: argparse.Namespace) -> TrainOptions:
@@ -137,6 +185,7 @@ def _train_options(args: argparse.Namespace) -> TrainOptions:
         export_ema=not args.no_export_ema,
         checkpoint_minutes=args.checkpoint_minutes or 5.0,
         conditional=args.conditional,
+        init=args.init,
         config=_train_config(args),
     )
 
@@ -158,6 +207,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from aae.train import train
 
     try:
+        if args.resume and args.init:
+            raise ValueError("--init starts a new run from another's weights, --resume continues a run: give one")
         options = _resumed_options(args) if args.resume else _train_options(args)
     except ValueError as e:
         _say(f"error: {e}")
@@ -562,6 +613,13 @@ def _add_train(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--cache-dir", default="cache")
     p.add_argument("--out", default="runs/aae")
     p.add_argument("--resume", metavar="RUN_DIR", default=None, help="continue a run from its last checkpoint (its own options)")
+    p.add_argument(
+        "--init",
+        metavar="CHECKPOINT",
+        default=None,
+        help="fine-tune: start from this checkpoint (or run folder) of another run: its architecture, weights, decoder "
+        "EMA and teachers; optimizers, steps and warm-ups start afresh",
+    )
     p.add_argument("--checkpoint-minutes", type=_positive_float, default=None, help="checkpoint this often too (default 5)")
     g = p.add_argument_group("decoder")
     g.add_argument("--upsample", default=None, choices=["convtranspose", "nearest", "bilinear"], help="default: AAEConfig's")
@@ -606,6 +664,21 @@ def _add_train(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     g.add_argument("--teacher-weight", type=_positive_float, default=None, help="times the adaptive weight (default 0.5)")
     g.add_argument("--teacher-start", type=int, default=None, help="steps before the decoder is taught (default 250)")
+    g.add_argument("--teachers", type=_positive_int, default=None, help="classifiers in the teacher ensemble (default 1)")
+    g.add_argument(
+        "--teacher-init",
+        nargs="+",
+        metavar="CHECKPOINT",
+        default=None,
+        help="start the teachers from these: a classifier checkpoint (synthgen classifier train) gives one, a training "
+        "checkpoint its run's teachers (default: --init's teachers, else none)",
+    )
+    g.add_argument(
+        "--teacher-attribute-weight",
+        action="append",
+        metavar="NAME=WEIGHT",
+        help="weigh this attribute in the decoder's term (default 1 each); repeat for more",
+    )
     p.set_defaults(func=cmd_train)
 
 
