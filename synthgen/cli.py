@@ -320,7 +320,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
     model = build_registry(settings, models_dir, args.model).get(args.model)
     count = crowd.validated(model.package.attributes, args.count)
     seed = 0 if args.seed is None else args.seed
-    spec = RenderSpec(seed, args.truncation, args.format, args.quality, settings.png_compress_level, crowd=crowd, count=count)
+    spec = RenderSpec(
+        seed, args.truncation, args.format, args.quality, settings.png_compress_level, crowd=crowd, count=count,
+        labels=not args.no_labels,
+    )  # fmt: skip
     batch = args.batch_size or settings.batch_size
     out = generate_to_directory(model, spec, count, args.out, batch, settings.encode_threads)
     _say(f"{count} images of {model.package.ref} in {out}/ (manifest.jsonl lists them)")
@@ -731,6 +734,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--layout", default="files", choices=LAYOUTS,
         help="files: {key}.{ext} and manifest.jsonl; imagefolder (with --server): Hugging Face ImageFolder, "
         "train/ with metadata.jsonl, and the job's dataset card as README.md",
+    )  # fmt: skip
+    p.add_argument(
+        "--no-labels", action="store_true",
+        help="the model's classifier does not label the images (no predicted in their JSON): raw bulk throughput",
     )  # fmt: skip
     add_crowd_arguments(p, _positive_int)
     p.set_defaults(func=cmd_generate)

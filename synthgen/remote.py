@@ -60,6 +60,7 @@ class RemoteJob:
     api_key: str | None = field(default=None, repr=False)
     crowd: Crowd = field(default_factory=Crowd)
     layout: str = "files"
+    labels: bool = True  # False: the server's classifier does not label the images
 
     def params(self) -> dict[str, Any]:
         """The parameters a re-run must repeat to resume (the server and the key may change). The crowd and
@@ -70,6 +71,8 @@ class RemoteJob:
         }  # fmt: skip
         if self.layout != LAYOUTS[0]:
             params["layout"] = self.layout
+        if not self.labels:
+            params["labels"] = False
         return params
 
 
@@ -300,7 +303,7 @@ def _create_job(client: SynthgenClient, job: RemoteJob, state: JobState) -> None
     seed = state.seed if state.seed is not None else job.seed
     created = client.create_job(
         job.count, seed=seed, model=state.model or job.model, truncation=job.truncation, format=job.fmt, quality=job.quality,
-        **job.crowd.to_dict(),
+        labels=job.labels, **job.crowd.to_dict(),
     )  # fmt: skip
     state.server, state.job_id, state.seed, state.model = job.server, created.id, created.seed, created.model
     state.save(job.out)
@@ -397,6 +400,7 @@ def generate_from_args(args: argparse.Namespace, crowd: Crowd, count: int) -> in
         server=args.server, count=count, out=Path(args.out), fmt=args.format, quality=args.quality,
         shards=args.shards, seed=args.seed, truncation=args.truncation, model=args.model,
         api_key=args.api_key or os.environ.get("SYNTHGEN_API_KEY") or None, crowd=crowd, layout=args.layout,
+        labels=not args.no_labels,
     )  # fmt: skip
     if not logging.getLogger().isEnabledFor(logging.DEBUG):
         logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is too much beside the progress bar

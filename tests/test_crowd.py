@@ -266,6 +266,43 @@ def test_every_image_is_labeled_by_the_classifier_and_the_card_counts_them(
     assert _tables(second) == _tables(text)
 
 
+def test_a_job_without_labels_has_the_same_images_and_json_but_predicted_and_its_card_says_so(
+    client: TestClient, space: dict[str, Any]
+) -> None:
+    names = list(space["attributes"])
+    values = space["attributes"][names[1]]
+    body = {"count": 21, "distribution": {names[1]: {values[0]: 0.5, values[1]: 0.5}}, "format": "npy"}
+    labeled = client.post("/v1/jobs", json={"seed": SEED, **body}).json()
+    bare = client.post("/v1/jobs", json={"seed": SEED, **body, "labels": False}).json()
+    assert labeled["labels"] is True and bare["labels"] is False
+    for job in (labeled, bare):
+        assert _finish(client, job["id"])["status"] == "succeeded"
+    assert client.get(f"/v1/jobs/{bare['id']}").json()["labels"] is False
+    files: dict[str, dict[str, bytes]] = {}
+    for job in (labeled, bare):
+        with tarfile.open(fileobj=io.BytesIO(client.get(f"/v1/jobs/{job['id']}/result").content)) as tar:
+            files[job["id"]] = {m.name: tar.extractfile(m).read() for m in tar.getmembers()}  # type: ignore[union-attr]
+    with_labels, without = files[labeled["id"]], files[bare["id"]]
+    assert with_labels.keys() == without.keys()
+    for name in with_labels:
+        if name.endswith(".json"):
+            meta = json.loads(with_labels[name])
+            assert "predicted" in meta and "predicted" not in json.loads(without[name])
+            del meta["predicted"]
+            assert json.loads(without[name]) == meta
+        else:
+            assert with_labels[name] == without[name]  # the same images, byte for byte
+    card = client.get(f"/v1/jobs/{bare['id']}/card").text
+    assert "`labels: false`" in card and "| value | requested |\n" in card and "predicted |" not in card
+    request = json.loads(card.split("```json\n")[1].split("```")[0])
+    assert request["labels"] is False
+    again = client.post("/v1/jobs", json=request).json()  # the card's request makes the job again, unlabeled
+    assert again["labels"] is False and again["seed"] == SEED
+    bad = client.post("/v1/jobs", json={"count": 2, "labels": "sometimes"})
+    assert bad.status_code == 422 and bad.json()["error"]["code"] == "invalid_request"  # a schema error, as API.md says
+    assert "labels" in bad.text
+
+
 def test_the_card_follows_the_rules_of_the_other_sub_resources(
     app_factory: Callable[..., TestClient], labeled_models: Path
 ) -> None:

@@ -107,6 +107,11 @@ class JobRequest(BaseModel):
         description="Identity jobs: latent = sqrt(1 - v^2) * identity code + v * the image's own draw. 0: every image "
         "of an identity has the same latent; 1: independent latents.",
     )
+    labels: bool = Field(
+        default=True,
+        description="The model's attribute classifier labels every image: predicted in each image's JSON and the "
+        "predicted histograms of the card. false: no classifier runs (raw bulk throughput); the images are the same.",
+    )
 
 
 class InterpolateRequest(BaseModel):
@@ -150,6 +155,7 @@ class JobCreated(CrowdView):
     count: int
     seed: int
     links: JobLinks
+    labels: bool = Field(default=True, description="Whether the classifier labels the job's images (the request's labels).")
 
 
 class JobStatusResponse(CrowdView):
@@ -167,6 +173,7 @@ class JobStatusResponse(CrowdView):
     finished_at: float | None
     expires_at: float | None
     error: str | None
+    labels: bool = Field(default=True, description="Whether the classifier labels the job's images (the request's labels).")
 
 
 class ImageShape(BaseModel):

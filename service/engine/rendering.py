@@ -33,6 +33,7 @@ class RenderSpec:
     png_compress_level: int = DEFAULT_PNG_LEVEL
     crowd: Crowd = field(default=EVERYONE)  # who is in the job: attributes, quotas, identities
     count: int | None = None  # the job's image count: the quotas of a crowd's distribution need it
+    labels: bool = True  # the package's classifier labels each image (``predicted``); False: no classifier run
 
 
 def job_inputs(model: LoadedModel, spec: RenderSpec, indices: np.ndarray, sources: np.ndarray | None = None) -> np.ndarray:
@@ -56,7 +57,7 @@ def encode_samples(
     labels = model.labels(rows)
     identity = spec.crowd.identity_of(indices)
     identities = [None] * len(indices) if identity is None else [int(i) for i in identity]
-    predicted = model.predict(images)
+    predicted = model.predict(images) if spec.labels else [None] * len(indices)
     return [
         RenderedSample(
             int(i),

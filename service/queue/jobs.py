@@ -56,6 +56,7 @@ class JobSpec:
     collection: str = ""  # keep uniqueness across the tenant's jobs of this collection (implies unique)
     novel: bool = False  # no image close to a training image
     crowd: Crowd = field(default_factory=Crowd)  # who is in the job: attributes, quotas, identities (validated)
+    labels: bool = True  # the package's classifier labels every image (``predicted``, the card's histogram)
 
     def __post_init__(self) -> None:
         if self.collection:  # the one place where a collection implies unique
@@ -108,6 +109,7 @@ class Job:
     finished_at: float | None = None
     error: str | None = None
     crowd: Crowd = field(default_factory=Crowd)
+    labels: bool = True
 
     @classmethod
     def from_fields(cls, fields: dict[str, str]) -> Job:
@@ -135,6 +137,7 @@ class Job:
             finished_at=_opt_float(fields.get("finished_at")),
             error=fields.get("error") or None,
             crowd=_crowd_of(fields.get("crowd")),
+            labels=fields.get("labels") != "0",  # jobs from before the field were all labeled
         )
 
     @classmethod
@@ -143,7 +146,7 @@ class Job:
             id=job_id, status=JobStatus.QUEUED, model=spec.model, sha256=spec.sha256, count=spec.count, done=0,
             seed=spec.seed, truncation=spec.truncation, fmt=spec.fmt, quality=spec.quality, priority=spec.priority,
             owner=spec.owner, unique=spec.unique, collection=spec.collection, novel=spec.novel, chunk_size=chunk_size,
-            created_at=now, expires_at=expires_at, crowd=spec.crowd,
+            created_at=now, expires_at=expires_at, crowd=spec.crowd, labels=spec.labels,
         )  # fmt: skip
 
     def to_fields(self) -> dict[str, str | int | float]:
@@ -168,6 +171,7 @@ class Job:
             "created_at": self.created_at,
             "expires_at": self.expires_at,
             "crowd": _crowd_field(self.crowd),
+            "labels": int(self.labels),
         }
 
     @property
@@ -196,6 +200,8 @@ class Job:
             body["collection"] = self.collection
         if self.novel:
             body["novel"] = True
+        if not self.labels:
+            body["labels"] = False
         return {**body, **self.crowd.to_dict()}
 
     def view(self, now: float | None = None) -> dict[str, Any]:
@@ -220,6 +226,7 @@ class Job:
             "identities": self.crowd.identities,
             "per_identity": self.crowd.per_identity,
             "variation": self.crowd.variation if self.crowd.identities else None,
+            "labels": self.labels,
         }
 
 

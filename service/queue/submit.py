@@ -46,6 +46,7 @@ class Order:
     collection: str | None = None
     novel: bool = False
     crowd: Crowd = field(default_factory=Crowd)
+    labels: bool = True
 
 
 def _check_limits(order: Order, package: ModelPackage, settings: Settings) -> int:
@@ -73,7 +74,7 @@ def job_spec(order: Order, package: ModelPackage, tenant: str, settings: Setting
     return JobSpec(
         model=package.ref, sha256=package.sha256, count=count, seed=seed, truncation=order.truncation,
         fmt=order.fmt, quality=order.quality, priority=priority, owner=tenant, unique=order.unique,
-        collection=order.collection or "", novel=order.novel, crowd=order.crowd,
+        collection=order.collection or "", novel=order.novel, crowd=order.crowd, labels=order.labels,
     )  # fmt: skip
 
 

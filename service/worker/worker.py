@@ -236,7 +236,9 @@ class Worker:
             raise RuntimeError(
                 f"job wants {job.model} with sha256 {job.sha256[:12]}…, this worker has {model.package.sha256[:12]}…"
             )
-        spec = RenderSpec(job.seed, job.truncation, job.fmt, job.quality, self.settings.png_compress_level, job.crowd, job.count)
+        spec = RenderSpec(
+            job.seed, job.truncation, job.fmt, job.quality, self.settings.png_compress_level, job.crowd, job.count, job.labels
+        )
         batcher = self._batcher(model)
         if item.sequential:
             self._submitted(state)  # a unique job decodes batch after batch: nobody should wait for it

@@ -91,12 +91,13 @@ class AsyncSynthgenClient(_Base):
         format: str = DEFAULT_FORMAT, quality: int = DEFAULT_QUALITY, priority: str | None = None, unique: bool = False,
         collection: str | None = None, novel: bool = False, *, attributes: Mapping[str, str] | None = None,
         distribution: Mapping[str, Mapping[str, float]] | None = None, identities: int | None = None,
-        per_identity: int | None = None, variation: float | None = None,
+        per_identity: int | None = None, variation: float | None = None, labels: bool = True,
     ) -> Job:  # fmt: skip
         """A job of ``count`` images; ``attributes``, ``distribution`` and ``identities`` x ``per_identity``
-        (with ``variation``) say who is in it (``count`` may then be omitted), as API.md describes."""
+        (with ``variation``) say who is in it (``count`` may then be omitted), as API.md describes. ``labels=False``:
+        the model's classifier does not label the images (no ``predicted``), for raw bulk throughput."""
         crowd = _crowd_fields(attributes, distribution, identities, per_identity, variation)
-        body = _job_body(count, seed, model, truncation, format, quality, priority, unique, collection, novel, crowd)
+        body = _job_body(count, seed, model, truncation, format, quality, priority, unique, collection, novel, crowd, labels)
         return Job.from_json((await self._send("POST", "/v1/jobs", json=body, idempotent=False)).json())
 
     async def job(self, job_id: str) -> Job:

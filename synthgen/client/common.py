@@ -43,11 +43,13 @@ def _crowd_fields(
 def _job_body(
     count: int | None, seed: int | None, model: str | None, truncation: float | None, fmt: str, quality: int,
     priority: str | None, unique: bool, collection: str | None, novel: bool = False, crowd: Mapping[str, Any] | None = None,
+    labels: bool = True,
 ) -> dict[str, Any]:  # fmt: skip
     """The ``POST /v1/jobs`` body; ``count`` may be None in an identity job (identities x per_identity)."""
     body = {"count": count, "seed": seed, "model": model, "truncation": truncation, "format": fmt, "quality": quality}
     # optional features are sent only when asked for, so servers without them accept the body
     extra = {"priority": priority, "unique": True if unique else None, "collection": collection, "novel": True if novel else None}
+    extra["labels"] = None if labels else False
     return _drop_none({**body, **extra, **(crowd or {})})
 
 

@@ -54,7 +54,7 @@ class CardFacts:
     crowd: Crowd
     space: AttributeSpace
     requested: Histogram
-    predicted: Histogram | None  # None: the package has no classifier
+    predicted: Histogram | None  # None: the package has no classifier, or the job asked for no labels
     agreement: dict[str, int] = field(default_factory=dict)  # per attribute: images predicted as conditioned
     classifier_accuracy: Mapping[str, float] = field(default_factory=dict)
     finished_at: str = ""  # ISO 8601, UTC
@@ -101,7 +101,12 @@ def _attribute_tables(facts: CardFacts) -> list[str]:
         "labels' distribution). *predicted*: the package's attribute classifier on each image."
         if facts.predicted is not None
         else "*requested*: the values the images were conditioned on (named in the request, or drawn from the "
-        "training labels' distribution). The package has no attribute classifier, so nothing is predicted."
+        "training labels' distribution). "
+        + (
+            "The job asked for no labels (`labels: false`), so nothing is predicted."
+            if facts.request.get("labels") is False
+            else "The package has no attribute classifier, so nothing is predicted."
+        )
     )
     for name, values in facts.space.values.items():
         how = "fixed" if name in facts.crowd.attributes else "quota" if name in facts.crowd.distribution else "drawn"

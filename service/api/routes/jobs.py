@@ -40,6 +40,7 @@ async def create_job(
     order = Order(
         count=body.count, seed=body.seed, truncation=body.truncation, fmt=body.format, quality=body.quality,
         priority=body.priority, unique=body.unique, collection=body.collection, novel=body.novel, crowd=crowd,
+        labels=body.labels,
     )  # fmt: skip
     job = await submit(runtime.redis, runtime.queue, settings, package, tenant, order)
     url = f"/v1/jobs/{job.id}"
@@ -47,7 +48,7 @@ async def create_job(
     view = job.view()
     return JobCreated(
         id=job.id, status=job.status, model=job.model, count=job.count, seed=job.seed,
-        links=JobLinks(self=url, result=f"{url}/result", card=f"{url}/card"),
+        links=JobLinks(self=url, result=f"{url}/result", card=f"{url}/card"), labels=job.labels,
         **{name: view[name] for name in CrowdView.model_fields},
     )  # fmt: skip
 
@@ -141,7 +142,8 @@ async def get_card(job_id: str, runtime: RuntimeDep, tenant: TenantDep) -> Respo
     space = package.attributes
     requested = await asyncio.to_thread(requested_counts, job.crowd, space, job.seed, job.count)
     classifier = package.manifest.get("classifier")
-    predicted, agreement = histogram(await runtime.queue.predicted_counts(job.id)) if classifier else (None, {})
+    labeled = bool(classifier) and job.labels
+    predicted, agreement = histogram(await runtime.queue.predicted_counts(job.id)) if labeled else (None, {})
     facts = CardFacts(
         job_id=job.id, model=job.model, sha256=job.sha256, request=job.request(), count=job.count, fmt=job.fmt,
         crowd=job.crowd, space=space, requested=requested, predicted=predicted, agreement=agreement,
