@@ -6,7 +6,9 @@ spinning setting everywhere (``--ort-threads``, spinning off):
 1. bulk baseline: in-process decode of batches of ``--job-size`` decode rows (``LoadedModel.inputs``: the
    latents, and a conditional model's attributes) + npy encoding of every image;
 2. bulk through the service (api + 1 worker + Redis, npy): jobs of ``--job-size`` with ``--in-flight`` at
-   a time, and one job of ``--images`` streamed; each as a ratio to (1);
+   a time, and one job of ``--images`` streamed; each as a ratio to (1). With a package that ships a
+   classifier, a job labels every image (``predicted``): those jobs are compared with (1) plus the classifier
+   in-process too, and the same jobs with ``labels: false`` (no classifier: the work of (1)) with (1);
 3. interactive baseline: an in-process batch-1 loop (decode one row, encode it);
 4. interactive through the service: ``--clients`` concurrent clients fetching ``GET /v1/images/{seed}.npy``
    back to back, decoded by the workers (SYNTHGEN_INTERACTIVE_DECODE=workers) and in the api (=api):
@@ -68,8 +70,9 @@ def batch1_baseline(model: LoadedModel, images: int) -> float:
     return images / (time.perf_counter() - started)
 
 
-def run_job(http: httpx.Client, count: int, seed: int) -> int:
-    job = http.post("/v1/jobs", json={"count": count, "seed": seed, "format": "npy", "priority": "bulk"}).json()
+def run_job(http: httpx.Client, count: int, seed: int, labels: bool = True) -> int:
+    body = {"count": count, "seed": seed, "format": "npy", "priority": "bulk", **({} if labels else {"labels": False})}
+    job = http.post("/v1/jobs", json=body).json()
     size = 0
     with http.stream("GET", f"/v1/jobs/{job['id']}/result", timeout=None) as response:
         response.raise_for_status()
@@ -78,20 +81,20 @@ def run_job(http: httpx.Client, count: int, seed: int) -> int:
     return size
 
 
-def bulk_jobs(base: str, images: int, job_size: int, in_flight: int) -> float:
+def bulk_jobs(base: str, images: int, job_size: int, in_flight: int, labels: bool = True) -> float:
     """Images/s of ``images // job_size`` jobs, ``in_flight`` at a time, each downloaded to the end."""
     jobs = max(1, images // job_size)
     with httpx.Client(base_url=base, timeout=120) as http:
         started = time.perf_counter()
         with ThreadPoolExecutor(in_flight) as pool:
-            list(pool.map(lambda seed: run_job(http, job_size, seed), range(jobs)))
+            list(pool.map(lambda seed: run_job(http, job_size, seed, labels), range(jobs)))
         return jobs * job_size / (time.perf_counter() - started)
 
 
-def one_job(base: str, images: int) -> float:
+def one_job(base: str, images: int, labels: bool = True) -> float:
     with httpx.Client(base_url=base, timeout=120) as http:
         started = time.perf_counter()
-        run_job(http, images, 99)
+        run_job(http, images, 99, labels)
         return images / (time.perf_counter() - started)
 
 
@@ -170,6 +173,9 @@ def main() -> None:
             bulk_jobs(base, 2 * args.job_size, args.job_size, args.in_flight)  # warm-up
             keep("jobs", bulk_jobs(base, args.images, args.job_size, args.in_flight))
             keep("one_job", one_job(base, args.images))
+            if model.labeler is not None:
+                keep("jobs_unlabeled", bulk_jobs(base, args.images, args.job_size, args.in_flight, labels=False))
+                keep("one_job_unlabeled", one_job(base, args.images, labels=False))
 
         with_service({**env, "SYNTHGEN_INTERACTIVE_DECODE": "workers"}, bulk)
         for mode in ("workers", "api"):
@@ -185,6 +191,11 @@ def main() -> None:
 
             with_service({**env, "SYNTHGEN_INTERACTIVE_DECODE": mode, "SYNTHGEN_BATCH_SIZE": "64"}, fetch)
 
+    report(args, best, stats)
+
+
+def report(args: argparse.Namespace, best: dict[str, float], stats: dict[str, tuple[float, float, float, float]]) -> None:
+    """Print the best round of every measurement, each beside its baseline."""
     base = best["bulk_base"]
     print(f"\nbulk, npy: in-process decode + npy encoding {base:.0f} images/s (batches of {args.job_size})")
     print(f"   jobs of {args.job_size}, {args.in_flight} in flight: {best['jobs']:.0f} images/s = {best['jobs'] / base:.2f}x")
@@ -194,6 +205,10 @@ def main() -> None:
         print(f"bulk, npy: in-process decode + classifier labels + npy encoding {labeled:.0f} images/s (the same work as a job)")
         print(f"   jobs of {args.job_size}, {args.in_flight} in flight: {best['jobs'] / labeled:.2f}x")
         print(f"   one job of {args.images}, streamed:  {best['one_job'] / labeled:.2f}x")
+        print("bulk, npy, labels: false (no classifier: the work of the first baseline)")
+        for name, what in (("jobs_unlabeled", f"jobs of {args.job_size}, {args.in_flight} in flight"),
+                           ("one_job_unlabeled", f"one job of {args.images}, streamed")):  # fmt: skip
+            print(f"   {what}: {best[name]:.0f} images/s = {best[name] / base:.2f}x the first baseline")
     print(f"\ninteractive, {args.clients} clients x {args.per_client} single images (GET /v1/images/{{seed}}.npy)")
     print(f"   in-process batch-1 loop: {best['batch1']:.0f} images/s")
     for mode, (rate, p50, p99, api_ms) in stats.items():

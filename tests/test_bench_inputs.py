@@ -4,6 +4,7 @@ real service (api, worker, Redis) on the tiny conditional package."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -89,3 +90,21 @@ def test_the_export_benchmark_feeds_z_and_y(tiny_conditional: ConditionalModel) 
     rows = [re.match(r"\s+2  (.+?)\s{2,}\S+\s+(\d+)\s", line) for line in proc.stdout.splitlines()]
     table = {row[1]: int(row[2]) for row in rows if row}  # runtime -> images/s at batch 2
     assert set(table) == {"torch eager (CPU)", "onnxruntime CPU fp32"} and min(table.values()) > 0, proc.stdout
+
+
+def test_checkpoint_control_judges_a_checkpoint_as_its_exported_package_is_judged(
+    tiny_conditional: ConditionalModel, tmp_path: Path
+) -> None:
+    from aae.control import ControlSizes, adherence, package_generator
+    from bench.checkpoint_control import main
+    from tests.support.labeled_package import add_classifier
+
+    judge = tmp_path / "judge"
+    add_classifier(tiny_conditional.package, judge)
+    out = tmp_path / "control.json"
+    assert main([str(tiny_conditional.checkpoint), "--judge", str(judge), "--per-value", "4", "--out", str(out)]) == 0
+    (result,) = json.loads(out.read_text())
+    exported, _ = package_generator(judge)
+    names = list(exported.space.identity)
+    # the checkpoint's decoder rounds as the exported graph does: the same images, the same verdicts
+    assert result["adherence"] == adherence(exported, ControlSizes(per_value=4), names)
