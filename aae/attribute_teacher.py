@@ -20,8 +20,8 @@ the model, so the control that it measures (``synthgen control``) is judged by a
 was trained against.
 
 A decoder learns to satisfy the one network it is trained against with details that another classifier does
-not read the same way (avatars-64 v4: its teacher saw the asked-for facial hair in 96.5% of samples, the
-package's judge in 90.2%). Two options make the teacher harder to satisfy that way:
+not read the same way (avatars-64 v4: its teacher saw the asked-for facial hair in 98.5% of samples, the
+package's judge in 90.7%). Two options make the teacher harder to satisfy that way:
 
 - an **ensemble** (``teachers``): several classifiers, each with its own initialization, optimizer and
   augmentation, all trained on the real batch; the decoder's term is their mean cross-entropy;
