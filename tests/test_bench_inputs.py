@@ -96,13 +96,17 @@ def test_checkpoint_control_judges_a_checkpoint_as_its_exported_package_is_judge
     tiny_conditional: ConditionalModel, tmp_path: Path
 ) -> None:
     from aae.control import ControlSizes, adherence, package_generator
-    from bench.checkpoint_control import main
     from tests.support.labeled_package import add_classifier
 
     judge = tmp_path / "judge"
     add_classifier(tiny_conditional.package, judge)
     out = tmp_path / "control.json"
-    assert main([str(tiny_conditional.checkpoint), "--judge", str(judge), "--per-value", "4", "--out", str(out)]) == 0
+    args = [str(tiny_conditional.checkpoint), "--judge", str(judge), "--per-value", "4", "--out", str(out)]
+    command = [sys.executable, "-m", "bench.checkpoint_control", *args]
+    proc = subprocess.run(
+        command, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=150
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
     (result,) = json.loads(out.read_text())
     exported, _ = package_generator(judge)
     names = list(exported.space.identity)
