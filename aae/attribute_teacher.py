@@ -190,24 +190,29 @@ def _as_ensemble(state: dict[str, Any]) -> dict[str, Any]:
     return {"classifiers": [state["classifier"]], "optimizers": [state["optimizer"]], "generators": [state["generator"]]}
 
 
-def initial_teachers(paths: Sequence[str | Path], space: AttributeSpace) -> list[dict[str, torch.Tensor]]:
-    """Classifier weights to start teachers from, in order: a checkpoint of ``synthgen classifier train`` gives its
-    classifier, a training checkpoint (or run folder) all of its teachers. Each must read ``space``'s values."""
+def saved_teachers(checkpoint: dict[str, Any]) -> list[dict[str, torch.Tensor]] | None:
+    """The teacher weights a checkpoint holds: a ``synthgen classifier train`` checkpoint's classifier, a training
+    checkpoint's teachers; None when it holds neither."""
     from aae.classifier import CHECKPOINT_FORMAT
+
+    if checkpoint.get("format") == CHECKPOINT_FORMAT:
+        return [checkpoint["model"]]
+    teacher = (checkpoint.get("training_state") or {}).get("trainer", {}).get("teacher")
+    return None if teacher is None else list(_as_ensemble(teacher)["classifiers"])
+
+
+def teachers_in(checkpoint: dict[str, Any], source: str | Path, space: AttributeSpace) -> list[dict[str, torch.Tensor]]:
+    """``saved_teachers`` of a loaded checkpoint (read from ``source``), which must read ``space``'s values."""
+    weights = saved_teachers(checkpoint)
+    if weights is None:
+        raise ValueError(f"{source}: neither a classifier checkpoint nor a training checkpoint with a teacher")
+    if not AttributeSpace.from_manifest(checkpoint["config"]["attributes"]).same_values(space):
+        raise ValueError(f"{source}: a teacher of other attributes or values than this model's")
+    return weights
+
+
+def initial_teachers(paths: Sequence[str | Path], space: AttributeSpace) -> list[dict[str, torch.Tensor]]:
+    """Classifier weights to start teachers from, in order: each checkpoint's (or run folder's) ``teachers_in``."""
     from aae.train import read_checkpoint, resume_path
 
-    out: list[dict[str, torch.Tensor]] = []
-    for path in paths:
-        checkpoint = read_checkpoint(resume_path(path))
-        if checkpoint.get("format") == CHECKPOINT_FORMAT:
-            attributes, weights = checkpoint["config"]["attributes"], [checkpoint["model"]]
-        else:
-            teacher = (checkpoint.get("training_state") or {}).get("trainer", {}).get("teacher")
-            if teacher is None:
-                raise ValueError(f"{path}: neither a classifier checkpoint nor a training checkpoint with a teacher")
-            attributes, weights = checkpoint["config"]["attributes"], _as_ensemble(teacher)["classifiers"]
-        theirs = AttributeSpace.from_manifest(attributes)
-        if (theirs.names, theirs.values) != (space.names, space.values):
-            raise ValueError(f"{path}: a teacher of other attributes or values than this model's")
-        out.extend(weights)
-    return out
+    return [weights for path in paths for weights in teachers_in(read_checkpoint(resume_path(path)), path, space)]

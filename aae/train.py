@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from aae.attribute_teacher import AttributeTeacher, TeacherOptions, TeacherStats, initial_teachers
+from aae.attribute_teacher import AttributeTeacher, TeacherOptions, TeacherStats, initial_teachers, saved_teachers, teachers_in
 from aae.data import image_grid, load_dataset
 from aae.ema import WeightEMA
 from aae.image_adversary import AdversaryOptions, AdversaryStats, ImageAdversary, adaptive_weight
@@ -319,8 +319,7 @@ class Trainer:
         mine, theirs = self.model.config, AAEConfig.from_dict(checkpoint["config"])
         a, b = mine.to_dict(), theirs.to_dict()
         differ = sorted(k for k in set(a) | set(b) if k != "attributes" and a.get(k) != b.get(k))
-        space, their_space = mine.attribute_space, theirs.attribute_space
-        if (space and (space.names, dict(space.values))) != (their_space and (their_space.names, dict(their_space.values))):
+        if not mine.attribute_space.same_values(theirs.attribute_space):
             differ.append("attributes")  # the training labels' marginals may differ: they are the data's
         if differ:
             raise ValueError(f"{source}: another model than this run's (it differs in {', '.join(differ)})")
@@ -590,12 +589,14 @@ def start_from(trainer: Trainer, options: TrainOptions) -> None:
     teacher = trainer.teacher
     if teacher is None:
         return
-    sources: tuple[str, ...] = teacher.options.init
-    if not sources and checkpoint is not None and (checkpoint.get("training_state") or {}).get("trainer", {}).get("teacher"):
-        sources = (str(options.init),)
-    if sources:
-        teacher.start_from(initial_teachers(sources, teacher.space))
-        log.info("the attribute teachers start from %s", ", ".join(sources))
+    if teacher.options.init:
+        sources, weights = teacher.options.init, initial_teachers(teacher.options.init, teacher.space)
+    elif checkpoint is not None and saved_teachers(checkpoint) is not None:
+        sources, weights = (str(options.init),), teachers_in(checkpoint, str(options.init), teacher.space)
+    else:
+        return
+    teacher.start_from(weights)
+    log.info("the attribute teachers start from %s", ", ".join(sources))
 
 
 def resume_path(resume: str | Path) -> Path:

@@ -27,7 +27,7 @@ from aae.generators import CheckpointGenerator
 def checkpoint_generator(checkpoint: str, judge: Generator, own_teacher: bool = False) -> Generator:
     """The checkpoint's decoder behind control's interface, with ``judge``'s classifier (or its own teacher's)."""
     model = CheckpointGenerator(checkpoint)
-    if (model.attributes.names, dict(model.attributes.values)) != (judge.space.names, dict(judge.space.values)):
+    if not model.attributes.same_values(judge.space):
         raise ValueError(f"{checkpoint}: its attributes are not the judge's")
 
     def decode(z: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -40,7 +40,7 @@ def checkpoint_generator(checkpoint: str, judge: Generator, own_teacher: bool = 
 
 def own_teacher_of(checkpoint: str) -> Any:
     """The checkpoint's first attribute teacher as a classify function (uint8 images -> probabilities)."""
-    from aae.attribute_teacher import initial_teachers
+    from aae.attribute_teacher import teachers_in
     from aae.classifier import AttributeClassifier, ClassifierConfig, predict
     from aae.train import read_checkpoint
 
@@ -51,7 +51,7 @@ def own_teacher_of(checkpoint: str) -> Any:
     classifier = AttributeClassifier(
         ClassifierConfig(config["image_size"], config["channels"], teacher["width"], config["attributes"])
     )
-    classifier.load_state_dict(initial_teachers([checkpoint], classifier.config.space)[0])
+    classifier.load_state_dict(teachers_in(saved, checkpoint, classifier.config.space)[0])
     return lambda images: predict(classifier, images)
 
 

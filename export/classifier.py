@@ -56,7 +56,7 @@ def _check_fits(
     if tuple(own_shape) != tuple(image_shape):
         raise ExportError(f"the classifier takes {tuple(own_shape)} images, the package's are {tuple(image_shape)}")
     # ordered: the service reads the classifier's output columns in the model's attribute order
-    if space and [(n, tuple(v)) for n, v in space.values.items()] != [(n, tuple(v)) for n, v in own.values.items()]:
+    if space and not space.same_values(own):
         raise ExportError(
             "the classifier's attributes and values differ from the model's: train it on the model's data "
             f"(classifier {dict(own.values)}, model {dict(space.values)})"

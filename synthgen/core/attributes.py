@@ -122,6 +122,11 @@ class AttributeSpace:
         """Value indices [B, len(names)] -> one {name: value} per row."""
         return [{n: self.values[n][int(c)] for n, c in zip(self.names, row, strict=True)} for row in np.asarray(codes)]
 
+    def same_values(self, other: AttributeSpace) -> bool:
+        """The same attributes with the same values, both in the same order (the one-hot layout of a decoder's or a
+        classifier's columns); identity attributes and marginals may differ."""
+        return [(n, tuple(v)) for n, v in self.values.items()] == [(n, tuple(v)) for n, v in other.values.items()]
+
     def to_manifest(self) -> dict[str, Any]:
         return {
             # JSON objects have no order (manifests are written with sorted keys): "order" keeps the decoder's
