@@ -39,11 +39,25 @@ def summarize(raw: Path, top: int) -> list[str]:
     return [f"{100 * c / max(total, 1):5.1f}%  {name}" for name, c in counts.most_common(top)]
 
 
+def summarize_inclusive(raw: Path, top: int) -> list[str]:
+    """Share of samples in which each function (and file) is anywhere on the stack: where whole steps spend."""
+    counts: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, n = line.rpartition(" ")
+        frames = {f.split(" (")[0] + " (" + f.split(" (")[-1].split(":")[0].rsplit("/", 1)[-1] for f in stack.split(";")}
+        for frame in frames:
+            counts[frame] += int(n)
+        total += int(n)
+    return [f"{100 * c / max(total, 1):5.1f}%  {name}" for name, c in counts.most_common(top)]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workload", choices=["bulk", "interactive"], default="bulk")
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--top", type=int, default=15)
+    parser.add_argument("--keep", metavar="DIR", help="keep py-spy's raw stacks (api.txt, worker.txt) in DIR")
     args = parser.parse_args()
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     env = {
@@ -53,7 +67,8 @@ def main() -> None:
         "SYNTHGEN_LOG_LEVEL": "warning",
     }
     service = LiveService(env, workers=1)
-    out = Path(tempfile.mkdtemp(prefix="sg-profile-"))
+    out = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="sg-profile-"))
+    out.mkdir(parents=True, exist_ok=True)
     try:
         service.wait_workers()
         assert service.api is not None
@@ -78,9 +93,12 @@ def main() -> None:
         for name in targets:
             print(f"\n{name}: busiest frames by self time ({args.workload}, {args.seconds} s)")
             print("\n".join("   " + line for line in summarize(out / f"{name}.txt", args.top)))
+            print(f"{name}: functions on the stack, by share of samples")
+            print("\n".join("   " + line for line in summarize_inclusive(out / f"{name}.txt", 2 * args.top)))
     finally:
         service.close()
-        shutil.rmtree(out, ignore_errors=True)
+        if not args.keep:
+            shutil.rmtree(out, ignore_errors=True)
 
 
 if __name__ == "__main__":

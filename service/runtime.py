@@ -101,7 +101,7 @@ class Runtime:
         queue = JobQueue(client, QueueConfig.from_settings(settings), make_result_store(settings.result_store))
         runtime = cls(settings, client, registry, queue, keyring, embedded)
         if interactive_on_workers(settings, with_worker):
-            runtime.interactive = InteractiveClient(client, settings.interactive_timeout_s)
+            runtime.interactive = InteractiveClient(client, settings.interactive_timeout_s, settings.batch_size)
         try:
             await check_eviction_policy(client, settings.require_noeviction)
             await queue.ensure_groups()

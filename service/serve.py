@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Coroutine
+from typing import Any
 
 import uvicorn
 from prometheus_client import start_http_server
@@ -36,6 +38,16 @@ async def run_worker(settings: Settings, registry: ModelRegistry, metrics_host: 
         await runtime.close()
 
 
+def run_event_loop(main: Coroutine[Any, Any, None]) -> None:
+    """Run ``main`` on uvloop where it is installed (what uvicorn picks for the api too), else on asyncio's loop."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+        return
+    uvloop.run(main)
+
+
 def serve(role: str, host: str | None = None, port: int | None = None) -> int:
     settings = get_settings()
     if role != "all" and not settings.redis_url:
@@ -49,7 +61,7 @@ def serve(role: str, host: str | None = None, port: int | None = None) -> int:
     registry = build_registry(settings)
     load_keyring(settings)  # unreadable or missing keys stop the process here, in one line
     if role == "worker":
-        asyncio.run(run_worker(settings, registry, host, port))
+        run_event_loop(run_worker(settings, registry, host, port))
         return 0
     # The embedded Redis starts before the app, so a data folder held by another process stops this one
     # here, with one line, before it listens.

@@ -109,3 +109,34 @@ def test_a_worker_killed_holding_a_request_costs_a_retry_and_no_worker_gives_503
         assert time.monotonic() - started < 2 * TIMEOUT_S + 3
         assert refused.status_code == 503 and refused.json()["error"]["code"] == "unavailable"
         assert int(refused.headers["Retry-After"]) >= 1
+
+
+def test_single_images_that_reach_the_api_together_travel_as_one_request_and_each_gets_its_own_rows(redis_url: str) -> None:
+    """The api's side of the channel against a real Redis, with this test as the worker: eight requests made in one
+    turn of the event loop become one request of eight rows; its reply is split back, each caller its own image.
+    A ninth request past ``max_rows`` goes in a request of its own."""
+    import asyncio
+
+    from service.queue import keys as K
+    from service.queue.connection import connect
+    from service.queue.interactive import InteractiveClient, InteractiveRequest, encode_reply
+
+    async def scenario() -> None:
+        client = connect(redis_url)
+        api = InteractiveClient(client, timeout_s=5.0, max_rows=8)
+        rows = [np.full((1, 4), i, dtype=np.float32) for i in range(9)]
+        callers = [asyncio.ensure_future(api.decode("tiny@1", "abc", z)) for z in rows]
+        await asyncio.sleep(0.2)
+        messages = await client.lrange(K.INTERACTIVE_REQUESTS_KEY, 0, -1)
+        requests = [InteractiveRequest.decode(bytes(m)) for m in messages]
+        assert [len(r.z) for r in requests] == [8, 1]
+        assert np.array_equal(np.concatenate([r.z for r in requests])[:, 0], np.arange(9))
+        for request in requests:  # the worker's reply: each row's value as an image
+            images = np.repeat(request.z[:, :1, None, None], 3, axis=2).astype(np.uint8).reshape(len(request.z), 1, 1, 3)
+            await client.rpush(K.interactive_reply_key(request.id), encode_reply(images))
+        got = await asyncio.wait_for(asyncio.gather(*callers), 5)
+        assert [int(image[0, 0, 0, 0]) for image in got] == list(range(9))
+        assert all(image.shape == (1, 1, 1, 3) for image in got)
+        await client.aclose()
+
+    asyncio.run(scenario())

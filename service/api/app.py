@@ -12,7 +12,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 
 from service.api.errors import install_error_handlers
-from service.api.middleware import BodySizeLimit, install_metrics_middleware
+from service.api.middleware import BodySizeLimit, RequestMetrics
 from service.api.routes import images, jobs, models, ops
 from service.api.schemas import ErrorResponse
 from service.embedded_redis import EmbeddedRedis
@@ -64,12 +64,9 @@ def create_app(
         responses=_ERRORS,
     )
 
-    async def app_settings() -> Settings:  # async: FastAPI runs a plain function in a worker thread
-        return settings
-
-    app.dependency_overrides[get_settings] = app_settings
+    app.state.settings = settings  # what the routes' SettingsDep reads
     install_error_handlers(app)
-    install_metrics_middleware(app)
+    app.add_middleware(RequestMetrics)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, timeout_s=settings.body_timeout_s)
     origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
     if origins:

@@ -9,7 +9,7 @@ from fastapi import Depends, Request
 
 from service.queue.jobs import Job
 from service.runtime import Runtime
-from service.settings import Settings, get_settings
+from service.settings import Settings
 from synthgen.core.errors import Forbidden, NotFound
 
 _JOB_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
@@ -37,7 +37,14 @@ async def get_writer(request: Request) -> str:
     return caller.tenant
 
 
-SettingsDep = Annotated[Settings, Depends(get_settings)]
+async def get_app_settings(request: Request) -> Settings:
+    """The settings the app was built with (``create_app``). Read from the app, not through a dependency
+    override: FastAPI re-inspects every dependency's signature on every request while any override is set."""
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 TenantDep = Annotated[str, Depends(get_tenant)]
 WriterDep = Annotated[str, Depends(get_writer)]

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
 
-from fastapi import FastAPI, Request, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api.errors import error_response
@@ -100,13 +98,30 @@ class _BodyReader:
                 return None if self.too_large else b"".join(parts)
 
 
-def install_metrics_middleware(app: FastAPI) -> None:
-    @app.middleware("http")
-    async def observe(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+class RequestMetrics:
+    """Count every request and time it, by method, route template and status (``synthgen_requests_total``,
+    ``synthgen_request_seconds``). Plain ASGI: it only watches the response start go by, so it adds no task,
+    stream or copy to a request (Starlette's ``BaseHTTPMiddleware`` costs a task group and a memory stream each)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
         started = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
-        M.REQUESTS.labels(request.method, path, str(response.status_code)).inc()
-        M.REQUEST_SECONDS.labels(request.method, path).observe(time.perf_counter() - started)
-        return response
+        status = 500  # what the client gets when the app raises before it answers
+
+        async def watch(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watch)
+        finally:
+            path = getattr(scope.get("route"), "path", "unmatched")  # the router leaves the matched route here
+            M.REQUESTS.labels(scope["method"], path, str(status)).inc()
+            M.REQUEST_SECONDS.labels(scope["method"], path).observe(time.perf_counter() - started)

@@ -50,6 +50,7 @@ RESULT_BYTES_STORED = Gauge("synthgen_result_bytes_stored", "Bytes of results cu
 DRAIN_RATE = Gauge("synthgen_drain_rate_images_per_second", "Images completed per second over the last minute")
 INTERACTIVE_REQUESTS = Counter(
     "synthgen_interactive_requests_total",
-    "Single-image and interpolation requests a worker took from the interactive channel, by outcome",
+    "Requests a worker took from the interactive channel (each: the single images and interpolations that reached "
+    "an api together), by outcome",
     ["outcome"],
 )

@@ -37,11 +37,12 @@ class InteractiveServer:
         self.batcher_for = batcher_for
         self.grab = max(1, grab)
         self._tasks: set[asyncio.Task[None]] = set()
+        self._held = 0  # requests taken and not yet answered
 
     async def run(self, stop: asyncio.Event) -> None:
         backoff = 0.1
         while not stop.is_set():
-            if len(self._tasks) >= 4 * self.grab:  # enough in hand: let other workers take the next ones
+            if self._held >= 4 * self.grab:  # enough in hand: let other workers take the next ones
                 await asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED)
                 continue
             try:
@@ -52,8 +53,9 @@ class InteractiveServer:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue
-            for message in messages:
-                task = asyncio.create_task(self._serve(message))
+            if messages:
+                self._held += len(messages)
+                task = asyncio.create_task(self._serve(messages))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
         if self._tasks:
@@ -69,31 +71,51 @@ class InteractiveServer:
             messages += [bytes(m) for m in more or []]
         return messages
 
-    async def _serve(self, message: bytes) -> None:
+    async def _serve(self, messages: list[bytes]) -> None:
+        """Decode the requests taken together (they join the same batches) and deliver their replies in one
+        round trip."""
+        try:
+            await self._answer(messages)
+        finally:
+            self._held -= len(messages)
+
+    async def _answer(self, messages: list[bytes]) -> None:
+        requests = [r for r in map(self._parse, messages) if r is not None]
+        if not requests:
+            return
+        decoded = await asyncio.gather(*(self._decode(r) for r in requests), return_exceptions=True)
+        outcomes: list[str] = []
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for request, result in zip(requests, decoded, strict=True):
+                    if isinstance(result, BaseException):  # the one caller gets the error; the worker goes on
+                        log.warning("interactive request %s failed: %s", request.id, result)
+                        reply, outcome = encode_reply(None, f"{type(result).__name__}: {result}"), "failed"
+                    else:
+                        reply, outcome = encode_reply(result), "done"
+                    pipe.rpush(K.interactive_reply_key(request.id), reply)
+                    pipe.expire(K.interactive_reply_key(request.id), REPLY_TTL_S)
+                    outcomes.append(outcome)
+                await pipe.execute()
+        except aioredis.RedisError as exc:
+            log.warning("could not deliver %d interactive replies: %s", len(requests), exc)
+            outcomes = ["undelivered"] * len(requests)
+        for outcome in outcomes:
+            M.INTERACTIVE_REQUESTS.labels(outcome).inc()
+
+    @staticmethod
+    def _parse(message: bytes) -> InteractiveRequest | None:
+        """The request, or None for a malformed one or one whose caller has given up on it already."""
         try:
             request = InteractiveRequest.decode(message)
         except (ValueError, KeyError) as exc:
             M.INTERACTIVE_REQUESTS.labels("malformed").inc()
             log.warning("dropped a malformed interactive request: %s", exc)
-            return
+            return None
         if time.time() > request.deadline:
-            M.INTERACTIVE_REQUESTS.labels("expired").inc()  # its caller has given up on it already
-            return
-        try:
-            images = await self._decode(request)
-            reply, outcome = encode_reply(images), "done"
-        except Exception as exc:  # the one caller gets the error; the worker goes on
-            log.warning("interactive request %s failed: %s", request.id, exc)
-            reply, outcome = encode_reply(None, f"{type(exc).__name__}: {exc}"), "failed"
-        try:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.rpush(K.interactive_reply_key(request.id), reply)
-                pipe.expire(K.interactive_reply_key(request.id), REPLY_TTL_S)
-                await pipe.execute()
-        except aioredis.RedisError as exc:
-            log.warning("could not deliver interactive reply %s: %s", request.id, exc)
-            outcome = "undelivered"
-        M.INTERACTIVE_REQUESTS.labels(outcome).inc()
+            M.INTERACTIVE_REQUESTS.labels("expired").inc()
+            return None
+        return request
 
     async def _decode(self, request: InteractiveRequest) -> np.ndarray:
         model = self.registry.get(request.model)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -112,11 +113,21 @@ class AttributeSpace:
         names = self.names if names is None else tuple(names)
         u = uniforms(stream_seed(seed, stream), np.asarray(indices), len(self.values))
         out = np.empty((u.shape[0], len(names)), dtype=np.int64)
+        cdfs, positions = self._cdfs, self._positions
         for column, name in enumerate(names):
-            cdf = np.cumsum(self.marginal(name))
-            position = self.names.index(name)  # a fixed column of the hash per attribute, whatever is drawn
+            cdf = cdfs[name]
+            position = positions[name]  # a fixed column of the hash per attribute, whatever is drawn
             out[:, column] = np.minimum(np.searchsorted(cdf, u[:, position], side="right"), len(cdf) - 1)
         return out
+
+    @cached_property
+    def _cdfs(self) -> dict[str, np.ndarray]:
+        """Each attribute's marginal CDF, which every draw searches."""
+        return {name: np.cumsum(self.marginal(name)) for name in self.values}
+
+    @cached_property
+    def _positions(self) -> dict[str, int]:
+        return {name: i for i, name in enumerate(self.values)}
 
     def labels(self, codes: np.ndarray) -> list[dict[str, str]]:
         """Value indices [B, len(names)] -> one {name: value} per row."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -62,9 +62,10 @@ class ModelPackage:
         image = self.manifest["image"]
         return int(image["height"]), int(image["width"]), int(image["channels"])
 
-    @property
+    @cached_property
     def attributes(self) -> AttributeSpace:
-        """The attributes a conditional decoder takes beside z; an empty space for an unconditional model."""
+        """The attributes a conditional decoder takes beside z; an empty space for an unconditional model (built
+        once: every single image reads it, and the manifest of a verified package does not change)."""
         return AttributeSpace.from_manifest(self.manifest.get("attributes"))
 
     @property
