@@ -10,10 +10,11 @@ spinning setting everywhere (``--ort-threads``, spinning off):
    classifier, a job labels every image (``predicted``): those jobs are compared with (1) plus the classifier
    in-process too, and the same jobs with ``labels: false`` (no classifier: the work of (1)) with (1);
 3. interactive baseline: an in-process batch-1 loop (decode one row, encode it);
-4. interactive through the service: ``--clients`` concurrent clients fetching ``GET /v1/images/{seed}.npy``
-   back to back, decoded by the workers (SYNTHGEN_INTERACTIVE_DECODE=workers) and in the api (=api):
-   images/s, p50 and p99, images/s as a ratio to (3), and the api process's CPU time per image (what
-   sizes the api pods: cores = images/s x that time).
+4. interactive through the service: ``--clients`` concurrent keep-alive connections fetching
+   ``GET /v1/images/{seed}.npy`` back to back from a light load generator (bench/http_load.py), decoded by
+   the workers (SYNTHGEN_INTERACTIVE_DECODE=workers) and in the api (=api): images/s, p50 and p99, images/s
+   as a ratio to (3), and the api process's CPU time per image (what sizes the api pods: cores = images/s x
+   that time); and the same load from httpx clients in threads, with the CPU those clients use per image.
 
     python bench/bench_serving.py                      # about 2 minutes on 2 cores
     python bench/bench_serving.py --images 8192 --clients 32 --per-client 32
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import sys
 import threading
 import time
@@ -36,11 +38,14 @@ import numpy as np
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.http_load import closed_loop
 from service.engine.registry import LoadedModel, ModelRegistry
 from service.engine.sessions import open_session, pick_providers
 from service.settings import get_settings
 from synthgen.core.images import encode_image
 from tests.support.live import LiveService
+
+Stats = tuple[float, float, float, float]  # images/s, p50 ms, p99 ms, CPU ms per image (the api's, or the clients')
 
 
 def load_model(ort_threads: int, provider: str) -> LoadedModel:
@@ -99,7 +104,21 @@ def one_job(base: str, images: int, labels: bool = True) -> float:
 
 
 def interactive(base: str, clients: int, per_client: int, ext: str = "npy", first_seed: int = 5000) -> tuple[float, float, float]:
-    """images/s, p50 ms and p99 ms of ``clients`` clients each fetching ``per_client`` single images back to back."""
+    """images/s, p50 ms and p99 ms of ``clients`` connections each fetching ``per_client`` single images back to back,
+    from the light load generator (bench/http_load.py)."""
+    host, port = base.removeprefix("http://").rsplit(":", 1)
+    rate, latencies = closed_loop(
+        host, int(port), lambda c, i: f"/v1/images/{first_seed + c}.{ext}?index={i}", clients=clients, per_client=per_client
+    )
+    p50, p99 = np.quantile(latencies, [0.5, 0.99]) * 1000
+    return rate, float(p50), float(p99)
+
+
+def interactive_httpx(
+    base: str, clients: int, per_client: int, ext: str = "npy", first_seed: int = 5000
+) -> tuple[float, float, float]:
+    """The same load from httpx clients in ``clients`` threads: a Python client costs more CPU per request than the
+    service does, on the same cores, so this measures the client as much as the service."""
     latencies: list[float] = []
     lock = threading.Lock()
 
@@ -119,6 +138,12 @@ def interactive(base: str, clients: int, per_client: int, ext: str = "npy", firs
     return len(latencies) / elapsed, float(p50), float(p99)
 
 
+def own_cpu_seconds() -> float:
+    """User + system CPU time this process (the load generator) has used so far."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time a process has used so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -134,13 +159,31 @@ def with_service(env: dict[str, str], body: Callable[[LiveService], None]) -> No
         service.close()
 
 
+def measure_interactive(service: LiveService, mode: str, clients: int, per_client: int, stats: dict[str, Stats]) -> None:
+    """Single images from the light load generator (into ``stats[mode]``, with the api's CPU per image) and, with
+    workers decoding, from httpx clients (``stats["httpx"]``, with those clients' own CPU per image); best kept."""
+    assert service.api is not None
+    interactive(service.base_url, clients, 2)  # warm-up
+    cpu_before = cpu_seconds(service.api.pid)
+    result = interactive(service.base_url, clients, per_client)
+    api_ms = (cpu_seconds(service.api.pid) - cpu_before) * 1000 / (clients * per_client)
+    if result[0] > stats.get(mode, (0.0, 0.0, 0.0, 0.0))[0]:
+        stats[mode] = (*result, api_ms)
+    if mode == "workers":
+        own = own_cpu_seconds()
+        result = interactive_httpx(service.base_url, clients, per_client)
+        client_ms = (own_cpu_seconds() - own) * 1000 / (clients * per_client)
+        if result[0] > stats.get("httpx", (0.0, 0.0, 0.0, 0.0))[0]:
+            stats["httpx"] = (*result, client_ms)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=4096, help="images per bulk measurement")
     parser.add_argument("--job-size", type=int, default=256)
     parser.add_argument("--in-flight", type=int, default=2)
     parser.add_argument("--clients", type=int, default=32)
-    parser.add_argument("--per-client", type=int, default=16)
+    parser.add_argument("--per-client", type=int, default=48)
     parser.add_argument("--ort-threads", type=int, default=2)
     parser.add_argument("--provider", default="auto", help="auto, cpu or cuda (the service gets the same)")
     parser.add_argument("--rounds", type=int, default=1, help="repeat every measurement; the best round counts")
@@ -156,7 +199,7 @@ def main() -> None:
         "SYNTHGEN_LOG_LEVEL": "warning",
     }
     best: dict[str, float] = {}
-    stats: dict[str, tuple[float, float, float, float]] = {}  # images/s, p50, p99, api CPU ms per image
+    stats: dict[str, Stats] = {}
 
     def keep(name: str, value: float) -> None:
         best[name] = max(best.get(name, 0.0), value)
@@ -179,22 +222,15 @@ def main() -> None:
 
         with_service({**env, "SYNTHGEN_INTERACTIVE_DECODE": "workers"}, bulk)
         for mode in ("workers", "api"):
-
-            def fetch(service: LiveService, mode: str = mode) -> None:
-                assert service.api is not None
-                interactive(service.base_url, args.clients, 2)  # warm-up
-                cpu_before = cpu_seconds(service.api.pid)
-                result = interactive(service.base_url, args.clients, args.per_client)
-                api_ms = (cpu_seconds(service.api.pid) - cpu_before) * 1000 / (args.clients * args.per_client)
-                if result[0] > stats.get(mode, (0.0, 0.0, 0.0, 0.0))[0]:
-                    stats[mode] = (*result, api_ms)
-
-            with_service({**env, "SYNTHGEN_INTERACTIVE_DECODE": mode, "SYNTHGEN_BATCH_SIZE": "64"}, fetch)
+            with_service(
+                {**env, "SYNTHGEN_INTERACTIVE_DECODE": mode, "SYNTHGEN_BATCH_SIZE": "64"},
+                lambda service, mode=mode: measure_interactive(service, mode, args.clients, args.per_client, stats),
+            )
 
     report(args, best, stats)
 
 
-def report(args: argparse.Namespace, best: dict[str, float], stats: dict[str, tuple[float, float, float, float]]) -> None:
+def report(args: argparse.Namespace, best: dict[str, float], stats: dict[str, Stats]) -> None:
     """Print the best round of every measurement, each beside its baseline."""
     base = best["bulk_base"]
     print(f"\nbulk, npy: in-process decode + npy encoding {base:.0f} images/s (batches of {args.job_size})")
@@ -211,11 +247,18 @@ def report(args: argparse.Namespace, best: dict[str, float], stats: dict[str, tu
             print(f"   {what}: {best[name]:.0f} images/s = {best[name] / base:.2f}x the first baseline")
     print(f"\ninteractive, {args.clients} clients x {args.per_client} single images (GET /v1/images/{{seed}}.npy)")
     print(f"   in-process batch-1 loop: {best['batch1']:.0f} images/s")
-    for mode, (rate, p50, p99, api_ms) in stats.items():
+    print("   light load generator (bench/http_load.py, keep-alive connections):")
+    for mode in ("workers", "api"):
+        rate, p50, p99, api_ms = stats[mode]
         print(
             f"   decoded by the {mode + ':':8s} {rate:6.0f} images/s = {rate / best['batch1']:.2f}x, p50 {p50:5.1f} ms, "
             f"p99 {p99:5.1f} ms; api process CPU {api_ms:.2f} ms per image (1 core serves {1000 / api_ms:.0f} images/s)"
         )
+    rate, p50, p99, client_ms = stats["httpx"]
+    print(
+        f"   httpx clients in {args.clients} threads, decoded by the workers: {rate:.0f} images/s = {rate / best['batch1']:.2f}x, "
+        f"p50 {p50:.1f} ms, p99 {p99:.1f} ms; the clients' own CPU {client_ms:.2f} ms per image"
+    )
 
 
 if __name__ == "__main__":

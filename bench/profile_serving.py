@@ -23,7 +23,8 @@ import httpx
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.bench_serving import bulk_jobs, interactive
+from bench.bench_serving import bulk_jobs
+from bench.http_load import closed_loop
 from tests.support.live import LiveService
 
 
@@ -78,7 +79,8 @@ def main() -> None:
                 if args.workload == "bulk":
                     bulk_jobs(service.base_url, 256 * 400, 256, 2)
                 else:
-                    interactive(service.base_url, 32, 200)
+                    port = int(service.base_url.rsplit(":", 1)[1])
+                    closed_loop("127.0.0.1", port, lambda c, i: f"/v1/images/{5000 + c}.npy?index={i}", 32, 400)
 
         load = threading.Thread(target=drive, daemon=True)
         load.start()

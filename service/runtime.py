@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 import redis.asyncio as aioredis
@@ -15,6 +17,7 @@ from service.api.keys import KeyRing
 from service.embedded_redis import EmbeddedRedis, PersistentRedis
 from service.engine.batching import DynamicBatcher
 from service.engine.registry import LoadedModel, ModelRegistry, build_registry
+from service.engine.single_images import SingleImages
 from service.queue.connection import connect
 from service.queue.eviction import check_eviction_policy
 from service.queue.interactive import InteractiveClient
@@ -62,9 +65,14 @@ class Runtime:
     # set when single images and interpolations go to the workers (interactive_decode), else decoded here
     interactive: InteractiveClient | None = None
 
+    @cached_property
+    def _single_images(self) -> SingleImages:
+        return SingleImages(self.decode_latents, self.settings.interactive_rows)
+
     async def decode_images(self, model: LoadedModel, seed: int, indices: np.ndarray, truncation: float | None) -> np.ndarray:
-        """Decode a few images, on the workers or in this process, batched with other concurrent requests."""
-        return await self.decode_latents(model, model.inputs(seed, indices, truncation))
+        """Decode a few images, on the workers or in this process, batched with other concurrent requests (their
+        decode rows computed together too: ``service/engine/single_images.py``)."""
+        return await self._single_images.images(model, seed, indices, truncation)
 
     async def decode_latents(self, model: LoadedModel, z: np.ndarray) -> np.ndarray:
         """Decode rows (``LoadedModel.inputs``: z, or [z | y] for a conditional model) -> images."""
@@ -101,7 +109,7 @@ class Runtime:
         queue = JobQueue(client, QueueConfig.from_settings(settings), make_result_store(settings.result_store))
         runtime = cls(settings, client, registry, queue, keyring, embedded)
         if interactive_on_workers(settings, with_worker):
-            runtime.interactive = InteractiveClient(client, settings.interactive_timeout_s, settings.batch_size)
+            runtime.interactive = InteractiveClient(client, settings.interactive_timeout_s, settings.interactive_rows)
         try:
             await check_eviction_policy(client, settings.require_noeviction)
             await queue.ensure_groups()
@@ -114,6 +122,9 @@ class Runtime:
             # the process that ran before it (killed or stopped), so it is taken over at once.
             worker = Worker(settings, client, registry, reclaim_at_start=embedded is not None)
             runtime.worker_task = asyncio.create_task(worker.run(runtime._stop), name="worker")
+        # What is loaded by now (models, the app, the clients) lives as long as the process: out of every garbage
+        # collection, whose full passes over it otherwise stall requests now and then (the latency tail)
+        gc.freeze()
         return runtime
 
     async def wait_worker(self) -> None:

@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     interactive_decode: Literal["auto", "api", "workers"] = "auto"
     # How long the api waits for a worker's reply before it asks again once, then answers 503 unavailable.
     interactive_timeout_s: float = Field(default=5.0, gt=0, le=8)  # below the client socket timeout (10 s)
+    # Single images that reach the api together go to the workers in requests of at most this many rows: small
+    # enough that a worker starts decoding while the api still reads the rest of a burst (bench/bench_serving.py)
+    interactive_rows: int = Field(default=16, ge=1, le=4096)
     png_compress_level: int = Field(default=1, ge=0, le=9)
     visibility_timeout_s: float = Field(default=60.0, gt=0)  # idle time before another worker reclaims
 

@@ -8,6 +8,7 @@ import pytest
 from service.engine.registry import ModelRegistry
 from service.engine.rendering import RenderSpec, render
 from synthgen.core.latents import MAX_SEED, inverse_normal_cdf, latents, prior_latents, slerp
+from tests.support.conditional_model import ConditionalModel
 
 
 def test_latents_do_not_depend_on_batching() -> None:
@@ -84,3 +85,44 @@ def test_mixture_latents_are_deterministic_and_cluster_on_the_means() -> None:
     assert np.abs(truncated - means[distance.argmin(axis=1)]).max() <= 0.2 + 1e-6  # within +-1 sigma of its mean
     gaussian = prior_latents({"kind": "gaussian", "std": 1.0}, 5, np.arange(10), 3)
     assert np.array_equal(gaussian, latents(5, np.arange(10), 3))  # the Gaussian contract is unchanged
+
+
+def test_one_seed_per_index_gives_each_row_what_its_seed_gives_alone() -> None:
+    """Single images of many requests are drawn in one call (``service/engine/single_images.py``): row i of a draw
+    with seeds[i] is bit for bit the draw of (seeds[i], indices[i]) alone, for both priors and for truncation."""
+    from synthgen.core.attributes import ATTRIBUTE_STREAM, AttributeSpace, stream_seed
+
+    seeds = np.array([0, 7, 7, MAX_SEED, 2**40 + 3], dtype=np.int64)
+    indices = np.array([0, 3, 4, 9, 2**33], dtype=np.int64)
+    mixture = {"kind": "mixture", "std": 0.5, "means": np.eye(3, 8).tolist()}
+    for prior in ({"kind": "gaussian", "std": 1.0}, mixture):
+        for truncation in (None, 1.5):
+            together = prior_latents(prior, seeds, indices, 8, truncation)
+            alone = [prior_latents(prior, int(s), np.array([i]), 8, truncation)[0] for s, i in zip(seeds, indices, strict=True)]
+            assert np.array_equal(together, np.stack(alone))
+    assert [int(v) for v in stream_seed(seeds, ATTRIBUTE_STREAM, salt=2)] == [
+        stream_seed(int(s), ATTRIBUTE_STREAM, 2) for s in seeds
+    ]
+    space = AttributeSpace({"a": ("x", "y", "z"), "b": ("p", "q")}, marginals={"a": (0.2, 0.3, 0.5), "b": (0.9, 0.1)})
+    together = space.draw(seeds, indices)
+    assert np.array_equal(
+        together, np.concatenate([space.draw(int(s), np.array([i])) for s, i in zip(seeds, indices, strict=True)])
+    )
+    with pytest.raises(ValueError, match="one per index"):
+        latents(seeds[:2], indices, 8)
+    with pytest.raises(ValueError, match=r"2\*\*63-1"):
+        latents(np.array([-1, 2], dtype=np.int64), indices[:2], 8)
+
+
+def test_a_conditional_models_rows_of_many_seeds_match_each_alone_and_identity_crowds_refuse_them(
+    tiny_conditional: ConditionalModel,
+) -> None:
+    from synthgen.core.crowd import Crowd
+
+    model = ModelRegistry.from_directory(tiny_conditional.models_dir, tiny_conditional.name).default
+    seeds, indices = np.array([3, 3, 11, 2**50], dtype=np.int64), np.array([0, 5, 1, 7], dtype=np.int64)
+    together = model.inputs(seeds, indices, 2.0)
+    alone = np.concatenate([model.inputs(int(s), np.array([i]), 2.0) for s, i in zip(seeds, indices, strict=True)])
+    assert together.shape[1] > model.package.latent_dim and np.array_equal(together, alone)
+    with pytest.raises(ValueError, match="without identities or quotas"):
+        model.inputs(seeds, indices, None, Crowd(identities=2, per_identity=2))

@@ -15,6 +15,7 @@ from service.settings import Settings
 from synthgen.core.attributes import AttributeSpace
 from synthgen.core.crowd import Crowd
 from synthgen.core.errors import ModelPackageError, NotFound
+from synthgen.core.latents import Seeds
 from synthgen.core.package import ModelPackage, discover_packages
 from synthgen.core.privacy import TrainingIndex
 
@@ -83,7 +84,7 @@ class LoadedModel:
 
     def latents(
         self,
-        seed: int,
+        seed: Seeds,
         indices: np.ndarray,
         truncation: float | None = None,
         crowd: Crowd = EVERYONE,
@@ -93,7 +94,7 @@ class LoadedModel:
         identity jobs; ``sources``: see ``Crowd.latents``)."""
         return crowd.latents(self.package.manifest["prior"], seed, indices, self.package.latent_dim, truncation, sources)
 
-    def codes(self, seed: int, indices: np.ndarray, crowd: Crowd = EVERYONE, count: int | None = None) -> np.ndarray | None:
+    def codes(self, seed: Seeds, indices: np.ndarray, crowd: Crowd = EVERYONE, count: int | None = None) -> np.ndarray | None:
         """Attribute value indices [len(indices), len(attributes)] of the images; None for an unconditional model.
 
         ``count``: the job's image count, which a ``distribution`` needs for its exact quotas.
@@ -109,7 +110,7 @@ class LoadedModel:
 
     def inputs(
         self,
-        seed: int,
+        seed: Seeds,
         indices: np.ndarray,
         truncation: float | None = None,
         crowd: Crowd = EVERYONE,
@@ -117,7 +118,8 @@ class LoadedModel:
         sources: np.ndarray | None = None,
     ) -> np.ndarray:
         """Decode rows float32 [len(indices), row_dim] of images ``indices`` of a job: ``z`` or ``[z | y]``
-        (``sources``: where each latent's own draw comes from, see ``Crowd.latents``)."""
+        (``sources``: where each latent's own draw comes from, see ``Crowd.latents``). ``seed`` may be one per
+        index, for single images of many seeds at once (a crowd without identities or quotas)."""
         z = self.latents(seed, indices, truncation, crowd, sources)
         codes = self.codes(seed, indices, crowd, count)
         if codes is None:

@@ -13,7 +13,6 @@ A message is one JSON header line followed by the raw array bytes (float32 laten
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import math
@@ -25,6 +24,7 @@ from typing import Any
 import numpy as np
 import redis.asyncio as aioredis
 
+from service.coalescing import Coalescer
 from service.queue import keys as K
 from synthgen.core.errors import Unavailable
 
@@ -75,71 +75,24 @@ def decode_reply(message: bytes) -> np.ndarray:
     return np.frombuffer(body, dtype=np.uint8).reshape(header["shape"])
 
 
-@dataclass
-class _Waiting:
-    z: np.ndarray
-    future: asyncio.Future[np.ndarray]
-
-
 class InteractiveClient:
     """The api side: ``await decode(model_ref, sha256, z)`` returns the images or raises Unavailable.
 
-    Requests for one model that arrive in the same turn of the event loop (32 clients' single images come in
-    bursts) travel as one message of at most ``max_rows`` rows, and come back as one reply: a Redis round
-    trip, a request and a reply per burst instead of per image, on the api and on the worker alike.
+    Calls for one model that arrive in the same turn of the event loop travel as one message of at most
+    ``max_rows`` rows and come back as one reply (``service/coalescing.py``): a Redis round trip, a request
+    and a reply per group instead of per image, on the api and on the worker alike.
     """
 
     def __init__(self, client: aioredis.Redis, timeout_s: float, max_rows: int = 64) -> None:
         self.redis = client
         self.timeout_s = timeout_s
-        self.max_rows = max(1, max_rows)
-        self._pending: dict[tuple[str, str], list[_Waiting]] = {}
-        self._flush_scheduled = False
-        self._sends: set[asyncio.Task[None]] = set()
+        self._coalescer: Coalescer[tuple[str, str], np.ndarray] = Coalescer(self._decode_group, max_rows)
 
     async def decode(self, model: str, sha256: str, z: np.ndarray) -> np.ndarray:
-        loop = asyncio.get_running_loop()
-        waiting = _Waiting(z, loop.create_future())
-        self._pending.setdefault((model, sha256), []).append(waiting)
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            loop.call_soon(self._flush)  # after the requests already ready to run have queued theirs
-        return await waiting.future
+        return await self._coalescer.submit((model, sha256), z, len(z))
 
-    def _flush(self) -> None:
-        self._flush_scheduled = False
-        pending, self._pending = self._pending, {}
-        for (model, sha256), queue in pending.items():
-            group: list[_Waiting] = []
-            rows = 0
-            for waiting in queue:
-                if group and rows + len(waiting.z) > self.max_rows:
-                    self._send(model, sha256, group)
-                    group, rows = [], 0
-                group.append(waiting)
-                rows += len(waiting.z)
-            self._send(model, sha256, group)
-
-    def _send(self, model: str, sha256: str, group: list[_Waiting]) -> None:
-        task = asyncio.create_task(self._answer(model, sha256, group))
-        self._sends.add(task)
-        task.add_done_callback(self._sends.discard)
-
-    async def _answer(self, model: str, sha256: str, group: list[_Waiting]) -> None:
-        z = group[0].z if len(group) == 1 else np.concatenate([w.z for w in group])
-        try:
-            images = await self._decode_rows(model, sha256, z)
-        except Exception as exc:  # every caller of the message gets the error (Unavailable, a Redis error)
-            for waiting in group:
-                if not waiting.future.done():
-                    waiting.future.set_exception(exc)
-            return
-        offset = 0
-        for waiting in group:
-            n = len(waiting.z)
-            if not waiting.future.done():  # a caller that went away has cancelled its own
-                waiting.future.set_result(images[offset : offset + n])
-            offset += n
+    async def _decode_group(self, key: tuple[str, str], rows: list[np.ndarray]) -> np.ndarray:
+        return await self._decode_rows(*key, rows[0] if len(rows) == 1 else np.concatenate(rows))
 
     async def _ask(self, model: str, sha256: str, z: np.ndarray) -> bytes | None:
         request = InteractiveRequest(secrets.token_urlsafe(12), model, sha256, z, time.time() + self.timeout_s)

@@ -16,11 +16,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 
-from synthgen.core.latents import MAX_SEED, _splitmix64, uniforms
+from synthgen.core.latents import MAX_SEED, Seeds, _splitmix64, seed_key, uniforms
 
 # Stream keys: the attribute draws of images, of identities, and the quota shuffles are independent streams.
 ATTRIBUTE_STREAM = 0xA77B_1B07_E5A1_0001
@@ -28,8 +28,17 @@ IDENTITY_STREAM = 0x1DE4_7117_0C0D_E002
 QUOTA_STREAM = 0x9007_A5A5_F00D_0003
 
 
-def stream_seed(seed: int, stream: int, salt: int = 0) -> int:
-    """A seed for one stream of draws of ``seed`` (and of one attribute, ``salt``), in [0, MAX_SEED]."""
+@overload
+def stream_seed(seed: int, stream: int, salt: int = 0) -> int: ...
+@overload
+def stream_seed(seed: np.ndarray, stream: int, salt: int = 0) -> np.ndarray: ...
+def stream_seed(seed: Seeds, stream: int, salt: int = 0) -> Seeds:
+    """A seed for one stream of draws of ``seed`` (and of one attribute, ``salt``), in [0, MAX_SEED]; of each
+    seed of an array of them, elementwise."""
+    if isinstance(seed, np.ndarray):
+        seed_key(seed)  # the same checks as a single seed's
+        mixed = _splitmix64(seed.astype(np.uint64) ^ np.uint64(stream ^ (salt * 0x9E37_79B9)))
+        return (mixed & np.uint64(MAX_SEED)).astype(np.int64)
     if not 0 <= seed <= MAX_SEED:
         raise ValueError(f"seed must be in [0, 2**63-1], got {seed}")
     mixed = _splitmix64(np.array([seed ^ stream ^ (salt * 0x9E37_79B9)], dtype=np.uint64))
@@ -107,7 +116,7 @@ class AttributeSpace:
         return out
 
     def draw(
-        self, seed: int, indices: np.ndarray, names: Sequence[str] | None = None, stream: int = ATTRIBUTE_STREAM
+        self, seed: Seeds, indices: np.ndarray, names: Sequence[str] | None = None, stream: int = ATTRIBUTE_STREAM
     ) -> np.ndarray:
         """Value indices [len(indices), len(names)] drawn from the training marginals, from (seed, index) alone."""
         names = self.names if names is None else tuple(names)

@@ -27,7 +27,7 @@ import numpy as np
 
 from synthgen.core.attributes import ATTRIBUTE_STREAM, IDENTITY_STREAM, QUOTA_STREAM, AttributeSpace, stream_seed
 from synthgen.core.errors import InvalidCrowd
-from synthgen.core.latents import _splitmix64, prior_latents
+from synthgen.core.latents import Seeds, _splitmix64, prior_latents
 
 DEFAULT_VARIATION = 0.35
 SHARE_TOLERANCE = 1e-6
@@ -132,8 +132,14 @@ class Crowd:
             return None
         return np.asarray(indices, dtype=np.int64) // self.per_identity
 
-    def codes(self, space: AttributeSpace, seed: int, count: int, indices: np.ndarray) -> np.ndarray:
-        """Value indices [len(indices), len(space.names)] of images ``indices`` of a job of ``count`` images."""
+    def _check_seeds(self, seed: Seeds) -> None:
+        if isinstance(seed, np.ndarray) and (self.per_identity or self.distribution):
+            raise ValueError("one seed per index is for crowds without identities or quotas: those draw from one job's seed")
+
+    def codes(self, space: AttributeSpace, seed: Seeds, count: int, indices: np.ndarray) -> np.ndarray:
+        """Value indices [len(indices), len(space.names)] of images ``indices`` of a job of ``count`` images (``seed``:
+        the job's, or one per index for a crowd without identities or quotas)."""
+        self._check_seeds(seed)
         indices = np.asarray(indices, dtype=np.int64)
         identity = self.identity_of(indices)
         out = space.draw(seed, indices, stream=ATTRIBUTE_STREAM)
@@ -148,7 +154,7 @@ class Crowd:
             elif name in self.distribution:
                 by_identity = identity is not None and name in space.identity and self.identities
                 units, n = (identity, int(self.identities or 0)) if by_identity else (indices, count)
-                assert units is not None
+                assert units is not None and isinstance(seed, int)  # _check_seeds: a job's one seed
                 values = quota_values(self.distribution[name], n, units, stream_seed(seed, QUOTA_STREAM, salt=column + 1))
                 out[:, column] = [space.index_of(name, v) for v in values]
         return out
@@ -156,7 +162,7 @@ class Crowd:
     def latents(
         self,
         prior: dict[str, Any],
-        seed: int,
+        seed: Seeds,
         indices: np.ndarray,
         dim: int,
         truncation: float | None,
@@ -168,6 +174,7 @@ class Crowd:
         replaces image i's candidate keeps i's attributes and identity and draws the latent again from another
         source.
         """
+        self._check_seeds(seed)
         indices = np.asarray(indices, dtype=np.int64)
         own = prior_latents(prior, seed, indices if sources is None else np.asarray(sources, dtype=np.int64), dim, truncation)
         identity = self.identity_of(indices)

@@ -32,12 +32,26 @@ def _splitmix64(x: np.ndarray) -> np.ndarray:
         return out
 
 
-def uniforms(seed: int, indices: np.ndarray, dim: int) -> np.ndarray:
-    """Uniforms in the open interval (0, 1), float64 [len(indices), dim]."""
+Seeds = int | np.ndarray  # one seed, or one per index (int64): rows of different jobs or single images at once
+
+
+def seed_key(seed: Seeds) -> np.ndarray:
+    """The counter hash's key of a seed, or [N, 1] keys of N seeds (the same key each would have alone)."""
+    if isinstance(seed, np.ndarray):
+        if seed.ndim != 1 or seed.dtype.kind not in "iu" or (len(seed) and (seed.min() < 0 or seed.max() > MAX_SEED)):
+            raise ValueError("seeds must be a 1-d integer array with values in [0, 2**63-1]")
+        return _splitmix64(seed.astype(np.uint64)).reshape(-1, 1)
     if not 0 <= seed <= MAX_SEED:
         raise ValueError(f"seed must be in [0, 2**63-1], got {seed}")
-    key = _splitmix64(np.array([seed], dtype=np.uint64))
+    return _splitmix64(np.array([seed], dtype=np.uint64))
+
+
+def uniforms(seed: Seeds, indices: np.ndarray, dim: int) -> np.ndarray:
+    """Uniforms in the open interval (0, 1), float64 [len(indices), dim]; ``seed`` may give each index its own."""
+    key = seed_key(seed)
     idx = np.asarray(indices, dtype=np.uint64).reshape(-1, 1)
+    if key.ndim == 2 and len(key) != len(idx):
+        raise ValueError(f"{len(key)} seeds for {len(idx)} indices: give one seed, or one per index")
     dims = np.arange(1, dim + 1, dtype=np.uint64).reshape(1, -1)
     with np.errstate(over="ignore"):
         row = _splitmix64(key ^ _splitmix64(idx))
@@ -94,7 +108,7 @@ def _normal_cdf(x: float) -> float:
     return 0.5 * (1 + math.erf(x / math.sqrt(2)))
 
 
-def latents(seed: int, indices: np.ndarray, dim: int, truncation: float | None = None, std: float = 1.0) -> np.ndarray:
+def latents(seed: Seeds, indices: np.ndarray, dim: int, truncation: float | None = None, std: float = 1.0) -> np.ndarray:
     """float32 latents [len(indices), dim] of a Gaussian prior N(0, std^2), optionally truncated to +-truncation std."""
     return _normal(uniforms(seed, indices, dim), truncation, std)
 
@@ -112,7 +126,9 @@ def _normal(u: np.ndarray, truncation: float | None, std: float) -> np.ndarray:
     return (z * std).astype(np.float32)
 
 
-def mixture_latents(seed: int, indices: np.ndarray, means: np.ndarray, std: float, truncation: float | None = None) -> np.ndarray:
+def mixture_latents(
+    seed: Seeds, indices: np.ndarray, means: np.ndarray, std: float, truncation: float | None = None
+) -> np.ndarray:
     """float32 latents of an equal-weight mixture of N(means[k], std^2 I); truncation applies within a component.
 
     Coordinates 1..dim come from the same counter hash as the Gaussian; coordinate dim+1 picks the component.
@@ -125,7 +141,9 @@ def mixture_latents(seed: int, indices: np.ndarray, means: np.ndarray, std: floa
     return out
 
 
-def prior_latents(prior: dict[str, Any], seed: int, indices: np.ndarray, dim: int, truncation: float | None = None) -> np.ndarray:
+def prior_latents(
+    prior: dict[str, Any], seed: Seeds, indices: np.ndarray, dim: int, truncation: float | None = None
+) -> np.ndarray:
     """Latents of a model's prior as its manifest describes it (``kind`` gaussian or mixture)."""
     std = float(prior.get("std", 1.0))
     if prior.get("kind") == "mixture":
