@@ -204,3 +204,23 @@ def test_redis_restart_mid_job(
     model = ModelRegistry.from_directory(tiny_models_dir, "tiny").default
     assert all(pngs[f"{s.index:08d}.png"] == s.data for s in render(model, RenderSpec(seed=6), np.arange(1500)))
     client.close()
+
+
+def test_a_decoder_with_spare_instances_decodes_concurrently_with_the_same_bytes(tiny_models_dir: Path) -> None:
+    """Two one-thread sessions (``ort_instances``) decode batches side by side, each on its own session, with the
+    bytes of a single session."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from service.engine.registry import ModelRegistry, instance_plan
+
+    one = ModelRegistry.from_directory(tiny_models_dir, "tiny").default
+    two = ModelRegistry.from_directory(tiny_models_dir, "tiny", "cpu", threads=2, instances=2).default
+    assert (one.instances, two.instances) == (1, 2)
+    rows = [one.inputs(seed, np.arange(16)) for seed in range(8)]
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(two.decode, rows))
+    assert all(np.array_equal(a, one.decode(r)) for a, r in zip(together, rows, strict=True))
+    assert instance_plan(["CPUExecutionProvider"], 2, 0) == (2, 1)
+    assert instance_plan(["CPUExecutionProvider"], 16, 0) == (4, 4)
+    assert instance_plan(["CUDAExecutionProvider", "CPUExecutionProvider"], 8, 0) == (1, 8)
+    assert instance_plan(["CPUExecutionProvider"], 4, 2) == (2, 2)

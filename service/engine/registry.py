@@ -1,9 +1,11 @@
-"""Loaded models: one onnxruntime session per verified package, looked up by ``name`` or ``name@version``."""
+"""Loaded models: onnxruntime sessions of each verified package, looked up by ``name`` or ``name@version``."""
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import os
+import queue
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +42,14 @@ class LoadedModel:
     session: ort.InferenceSession
     labeler: Labeler | None = None  # the package's attribute classifier, when it ships one
     _training_index: TrainingIndex | None = None
+    # More sessions of the same graph (``Settings.ort_instances``): concurrent decodes each take a free one
+    spares: list[ort.InferenceSession] = field(default_factory=list)
+    _free: queue.SimpleQueue[ort.InferenceSession] | None = field(default=None, repr=False)
+
+    @property
+    def instances(self) -> int:
+        """How many batches can decode at once, each on a session of its own."""
+        return 1 + len(self.spares)
 
     def training_index(self) -> TrainingIndex | None:
         """The privacy guard's index of training thumbnails, loaded on first use (None without one)."""
@@ -78,9 +88,19 @@ class LoadedModel:
         return rows[:, :dim], (rows[:, dim:] if self.package.condition_dim else None)
 
     def decode(self, rows: np.ndarray) -> np.ndarray:
-        """Decode rows float32 [B, row_dim] -> images uint8 [B, H, W, C]."""
-        out = self.session.run(["images"], self.feeds(rows))[0]
-        return np.asarray(out, dtype=np.uint8)
+        """Decode rows float32 [B, row_dim] -> images uint8 [B, H, W, C] (on a free instance, when there are spares)."""
+        if not self.spares:
+            return np.asarray(self.session.run(["images"], self.feeds(rows))[0], dtype=np.uint8)
+        if self._free is None:
+            free: queue.SimpleQueue[ort.InferenceSession] = queue.SimpleQueue()
+            for session in (self.session, *self.spares):
+                free.put(session)
+            self._free = free
+        session = self._free.get()
+        try:
+            return np.asarray(session.run(["images"], self.feeds(rows))[0], dtype=np.uint8)
+        finally:
+            self._free.put(session)
 
     def latents(
         self,
@@ -162,13 +182,22 @@ class ModelRegistry:
 
     @classmethod
     def from_directory(
-        cls, models_dir: Path, default: str, provider: str = "auto", threads: int = 0, spinning: bool = False
+        cls,
+        models_dir: Path,
+        default: str,
+        provider: str = "auto",
+        threads: int = 0,
+        spinning: bool = False,
+        instances: int = 1,
     ) -> ModelRegistry:
+        """Every package under ``models_dir``; ``instances`` sessions of each decoder share ``threads`` between them
+        (0: onnxruntime's default; see ``instance_plan``)."""
         providers = pick_providers(provider)
-        models = [
-            LoadedModel(p, open_session(p, providers, threads, spinning), Labeler.open(p, p.attributes, providers))
-            for p in discover_packages(models_dir)
-        ]
+        count, per_instance = instance_plan(providers, threads, instances)
+        models = []
+        for p in discover_packages(models_dir):
+            sessions = [open_session(p, providers, per_instance, spinning) for _ in range(count)]
+            models.append(LoadedModel(p, sessions[0], Labeler.open(p, p.attributes, providers), spares=sessions[1:]))
         try:
             registry = cls(models, default)
         except NotFound as exc:
@@ -197,6 +226,28 @@ def _version_key(version: str) -> tuple[int, ...] | tuple[float, str]:
     return (float("inf"), version)
 
 
+AUTO_INSTANCES_MAX = 4  # beyond this, more sessions add batch latency more than throughput
+
+
+def instance_plan(providers: list[str], threads: int, instances: int) -> tuple[int, int]:
+    """(sessions, intra-op threads of each) for a decoder.
+
+    ``instances`` 0 means auto: on CUDA one session; on CPU up to AUTO_INSTANCES_MAX sessions sharing the threads
+    (``threads``, or every core when 0): two one-thread sessions decoding two batches at once outrun one
+    two-thread session on one batch by 1.1-1.35x on 2 cores (no barrier between the threads of one batch).
+    Given ``instances``, they share ``threads`` (at least one each; 0 keeps onnxruntime's default).
+    """
+    if instances == 0:
+        if providers[0] != "CPUExecutionProvider":
+            return 1, threads
+        total = threads or os.cpu_count() or 1
+        count = min(total, AUTO_INSTANCES_MAX)
+        return count, max(1, total // count)
+    if not threads:
+        return instances, 0
+    return instances, max(1, threads // instances)
+
+
 def build_registry(settings: Settings, models_dir: Path | None = None, default: str | None = None) -> ModelRegistry:
     """The one way a process loads its models: every package under the models folder, verified, on the
     settings' execution provider, threads and spinning; raises ModelPackageError naming a bad file."""
@@ -206,4 +257,5 @@ def build_registry(settings: Settings, models_dir: Path | None = None, default: 
         settings.execution_provider,
         settings.ort_threads,
         settings.ort_spinning,
+        settings.ort_instances,
     )
