@@ -4,7 +4,9 @@ Every number is measured here, now, next to its baseline, with the same onnxrunt
 spinning setting everywhere (``--ort-threads``, spinning off):
 
 1. bulk baseline: in-process decode of batches of ``--job-size`` decode rows (``LoadedModel.inputs``: the
-   latents, and a conditional model's attributes) + npy encoding of every image;
+   latents, and a conditional model's attributes) + npy encoding of every image, on one onnxruntime session of
+   ``--ort-threads`` threads; and the same work on the decoder as the service loads it by default
+   (SYNTHGEN_ORT_INSTANCES auto: on 2 CPU cores two one-thread sessions, each batch decoded in halves at once);
 2. bulk through the service (api + 1 worker + Redis, npy): jobs of ``--job-size`` with ``--in-flight`` at
    a time, and one job of ``--images`` streamed; each as a ratio to (1). With a package that ships a
    classifier, a job labels every image (``predicted``): those jobs are compared with (1) plus the classifier
@@ -16,8 +18,11 @@ spinning setting everywhere (``--ort-threads``, spinning off):
    as a ratio to (3), and the api process's CPU time per image (what sizes the api pods: cores = images/s x
    that time); and the same load from httpx clients in threads, with the CPU those clients use per image.
 
-    python bench/bench_serving.py                      # about 2 minutes on 2 cores
-    python bench/bench_serving.py --images 8192 --clients 32 --per-client 32
+This machine's speed drifts by tens of percent within a minute, so every measurement runs in ``--rounds``
+slices, each right after a slice of its baseline, and each rate is over all its slices.
+
+    python bench/bench_serving.py                      # about 3 minutes on 2 cores
+    python bench/bench_serving.py --rounds 5 --images 4096 --per-client 48
 """
 
 from __future__ import annotations
@@ -45,14 +50,19 @@ from service.settings import get_settings
 from synthgen.core.images import encode_image
 from tests.support.live import LiveService
 
-Stats = tuple[float, float, float, float]  # images/s, p50 ms, p99 ms, CPU ms per image (the api's, or the clients')
-
 
 def load_model(ort_threads: int, provider: str) -> LoadedModel:
     settings = get_settings()
     model = ModelRegistry.from_directory(settings.models_dir, settings.default_model).default
     model.session = open_session(model.package, pick_providers(provider), ort_threads, spinning=False)
     return model
+
+
+def load_instances(ort_threads: int, provider: str) -> LoadedModel:
+    """The decoder as the service loads it by default (SYNTHGEN_ORT_INSTANCES auto): on 2 CPU cores, two
+    one-thread sessions, each batch decoded in two halves at once."""
+    settings = get_settings()
+    return ModelRegistry.from_directory(settings.models_dir, settings.default_model, provider, ort_threads, False, 0).default
 
 
 def bulk_baseline(model: LoadedModel, images: int, batch: int, label: bool = False) -> float:
@@ -103,15 +113,13 @@ def one_job(base: str, images: int, labels: bool = True) -> float:
         return images / (time.perf_counter() - started)
 
 
-def interactive(base: str, clients: int, per_client: int, ext: str = "npy", first_seed: int = 5000) -> tuple[float, float, float]:
-    """images/s, p50 ms and p99 ms of ``clients`` connections each fetching ``per_client`` single images back to back,
-    from the light load generator (bench/http_load.py)."""
+def interactive(base: str, clients: int, per_client: int, ext: str = "npy", first_seed: int = 5000) -> tuple[float, list[float]]:
+    """images/s and the latencies (s) of ``clients`` connections each fetching ``per_client`` single images back to
+    back, from the light load generator (bench/http_load.py)."""
     host, port = base.removeprefix("http://").rsplit(":", 1)
-    rate, latencies = closed_loop(
+    return closed_loop(
         host, int(port), lambda c, i: f"/v1/images/{first_seed + c}.{ext}?index={i}", clients=clients, per_client=per_client
     )
-    p50, p99 = np.quantile(latencies, [0.5, 0.99]) * 1000
-    return rate, float(p50), float(p99)
 
 
 def interactive_httpx(
@@ -159,37 +167,93 @@ def with_service(env: dict[str, str], body: Callable[[LiveService], None]) -> No
         service.close()
 
 
-def measure_interactive(service: LiveService, mode: str, clients: int, per_client: int, stats: dict[str, Stats]) -> None:
-    """Single images from the light load generator (into ``stats[mode]``, with the api's CPU per image) and, with
-    workers decoding, from httpx clients (``stats["httpx"]``, with those clients' own CPU per image); best kept."""
+class Tally:
+    """Measurements taken in slices that alternate with their baselines' (this machine's speed drifts by tens of
+    percent within a minute): each one's images and seconds summed over its slices, and latencies pooled."""
+
+    def __init__(self) -> None:
+        self.images: dict[str, float] = {}
+        self.seconds: dict[str, float] = {}
+        self.latencies: dict[str, list[float]] = {}
+        self.cpu_ms: dict[str, float] = {}  # CPU ms per image of the process that matters (the api, the clients)
+
+    def add(self, name: str, images: int, rate: float) -> None:
+        self.images[name] = self.images.get(name, 0.0) + images
+        self.seconds[name] = self.seconds.get(name, 0.0) + images / rate
+
+    def rate(self, name: str) -> float:
+        return self.images[name] / self.seconds[name]
+
+    def quantiles_ms(self, name: str) -> tuple[float, float]:
+        p50, p99 = np.quantile(self.latencies[name], [0.5, 0.99]) * 1000
+        return float(p50), float(p99)
+
+
+def measure_bulk(
+    service: LiveService, args: argparse.Namespace, model: LoadedModel, instances: LoadedModel, tally: Tally
+) -> None:
+    """Bulk jobs (npy) and their in-process baselines, slice by slice; with a classifier, labeled jobs too."""
+    base, n, size = service.base_url, args.images, args.job_size
+    labeled = model.labeler is not None
+    bulk_baseline(model, size, size, label=labeled)  # warm-ups, the classifier too
+    bulk_jobs(base, 2 * size, size, args.in_flight, labels=False)
+    for _ in range(args.rounds):
+        tally.add("bulk_base", n, bulk_baseline(model, n, size))
+        tally.add("jobs", n, bulk_jobs(base, n, size, args.in_flight, labels=False))
+        tally.add("bulk_instances", n, bulk_baseline(instances, n, size))
+        tally.add("one_job", n, one_job(base, n, labels=False))
+        if labeled:
+            tally.add("bulk_labeled", n, bulk_baseline(model, n, size, label=True))
+            tally.add("jobs_labeled", n, bulk_jobs(base, n, size, args.in_flight))
+            tally.add("one_job_labeled", n, one_job(base, n))
+
+
+def measure_interactive(service: LiveService, mode: str, args: argparse.Namespace, model: LoadedModel, tally: Tally) -> None:
+    """Single images from the light load generator, slice by slice with the in-process batch-1 loop (``mode`` and
+    ``batch1 mode``, with the api's CPU per image) and, with workers decoding, from httpx clients in threads
+    (``httpx``, with those clients' own CPU per image)."""
     assert service.api is not None
+    clients, per_client = args.clients, args.per_client
+    n, n1 = clients * per_client, min(args.images, 1000)
     interactive(service.base_url, clients, 2)  # warm-up
-    cpu_before = cpu_seconds(service.api.pid)
-    result = interactive(service.base_url, clients, per_client)
-    api_ms = (cpu_seconds(service.api.pid) - cpu_before) * 1000 / (clients * per_client)
-    if result[0] > stats.get(mode, (0.0, 0.0, 0.0, 0.0))[0]:
-        stats[mode] = (*result, api_ms)
+    api_seconds = 0.0
+    for r in range(args.rounds):
+        tally.add(f"batch1 {mode}", n1, batch1_baseline(model, n1))
+        cpu_before = cpu_seconds(service.api.pid)
+        rate, latencies = interactive(service.base_url, clients, per_client, first_seed=5000 + 100 * r)
+        api_seconds += cpu_seconds(service.api.pid) - cpu_before
+        tally.add(mode, n, rate)
+        tally.latencies.setdefault(mode, []).extend(latencies)
+    tally.cpu_ms[mode] = api_seconds * 1000 / (n * args.rounds)
     if mode == "workers":
         own = own_cpu_seconds()
-        result = interactive_httpx(service.base_url, clients, per_client)
-        client_ms = (own_cpu_seconds() - own) * 1000 / (clients * per_client)
-        if result[0] > stats.get("httpx", (0.0, 0.0, 0.0, 0.0))[0]:
-            stats["httpx"] = (*result, client_ms)
+        rate, p50, p99 = interactive_httpx(service.base_url, clients, per_client)
+        tally.cpu_ms["httpx"] = (own_cpu_seconds() - own) * 1000 / n
+        tally.add("httpx", n, rate)
+        tally.add("batch1 httpx", n1, batch1_baseline(model, n1))
+        tally.latencies["httpx"] = [p50 / 1000, p99 / 1000]  # two quantiles already: 0.5 and 0.99 of these
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--images", type=int, default=4096, help="images per bulk measurement")
+    parser.add_argument("--images", type=int, default=2048, help="images per slice of a bulk measurement")
     parser.add_argument("--job-size", type=int, default=256)
     parser.add_argument("--in-flight", type=int, default=2)
     parser.add_argument("--clients", type=int, default=32)
-    parser.add_argument("--per-client", type=int, default=48)
+    parser.add_argument("--per-client", type=int, default=32, help="single images per client and slice")
     parser.add_argument("--ort-threads", type=int, default=2)
     parser.add_argument("--provider", default="auto", help="auto, cpu or cuda (the service gets the same)")
-    parser.add_argument("--rounds", type=int, default=1, help="repeat every measurement; the best round counts")
+    parser.add_argument("--rounds", type=int, default=3, help="slices of every measurement, each beside its baseline's")
     args = parser.parse_args()
     model = load_model(args.ort_threads, args.provider)
-    print(f"{os.cpu_count()} cores; {model.package.ref} on {model.provider}; ort threads {args.ort_threads}, spinning off")
+    side_by_side = load_instances(args.ort_threads, args.provider)
+    args.instances_note = (
+        f"{side_by_side.instances} decoder instances of {max(1, args.ort_threads // side_by_side.instances)} thread(s)"
+    )
+    print(
+        f"{os.cpu_count()} cores; {model.package.ref} on {model.provider}; ort threads {args.ort_threads}, spinning off; "
+        f"the baselines on one session of {args.ort_threads} threads, the service with {args.instances_note}"
+    )
     env = {
         "SYNTHGEN_ORT_THREADS": str(args.ort_threads),
         "SYNTHGEN_ORT_SPINNING": "false",
@@ -198,66 +262,54 @@ def main() -> None:
         "SYNTHGEN_CHUNK_SIZE": str(args.job_size),
         "SYNTHGEN_LOG_LEVEL": "warning",
     }
-    best: dict[str, float] = {}
-    stats: dict[str, Stats] = {}
-
-    def keep(name: str, value: float) -> None:
-        best[name] = max(best.get(name, 0.0), value)
-
-    for _ in range(args.rounds):
-        bulk_baseline(model, args.job_size, args.job_size, label=model.labeler is not None)  # warm-up, the classifier too
-        keep("bulk_base", bulk_baseline(model, args.images, args.job_size))
-        if model.labeler is not None:
-            keep("bulk_labeled", bulk_baseline(model, args.images, args.job_size, label=True))
-        keep("batch1", batch1_baseline(model, min(args.images, 2000)))
-
-        def bulk(service: LiveService) -> None:
-            base = service.base_url
-            bulk_jobs(base, 2 * args.job_size, args.job_size, args.in_flight)  # warm-up
-            keep("jobs", bulk_jobs(base, args.images, args.job_size, args.in_flight))
-            keep("one_job", one_job(base, args.images))
-            if model.labeler is not None:
-                keep("jobs_unlabeled", bulk_jobs(base, args.images, args.job_size, args.in_flight, labels=False))
-                keep("one_job_unlabeled", one_job(base, args.images, labels=False))
-
-        with_service({**env, "SYNTHGEN_INTERACTIVE_DECODE": "workers"}, bulk)
-        for mode in ("workers", "api"):
-            with_service(
-                {**env, "SYNTHGEN_INTERACTIVE_DECODE": mode, "SYNTHGEN_BATCH_SIZE": "64"},
-                lambda service, mode=mode: measure_interactive(service, mode, args.clients, args.per_client, stats),
-            )
-
-    report(args, best, stats)
+    tally = Tally()
+    with_service(
+        {**env, "SYNTHGEN_INTERACTIVE_DECODE": "workers"}, lambda service: measure_bulk(service, args, model, side_by_side, tally)
+    )
+    for mode in ("workers", "api"):
+        with_service(
+            {**env, "SYNTHGEN_INTERACTIVE_DECODE": mode, "SYNTHGEN_BATCH_SIZE": "64"},
+            lambda service, mode=mode: measure_interactive(service, mode, args, model, tally),
+        )
+    report(args, tally)
 
 
-def report(args: argparse.Namespace, best: dict[str, float], stats: dict[str, Stats]) -> None:
-    """Print the best round of every measurement, each beside its baseline."""
-    base = best["bulk_base"]
-    print(f"\nbulk, npy: in-process decode + npy encoding {base:.0f} images/s (batches of {args.job_size})")
-    print(f"   jobs of {args.job_size}, {args.in_flight} in flight: {best['jobs']:.0f} images/s = {best['jobs'] / base:.2f}x")
-    print(f"   one job of {args.images}, streamed:  {best['one_job']:.0f} images/s = {best['one_job'] / base:.2f}x")
-    if "bulk_labeled" in best:
-        labeled = best["bulk_labeled"]
-        print(f"bulk, npy: in-process decode + classifier labels + npy encoding {labeled:.0f} images/s (the same work as a job)")
-        print(f"   jobs of {args.job_size}, {args.in_flight} in flight: {best['jobs'] / labeled:.2f}x")
-        print(f"   one job of {args.images}, streamed:  {best['one_job'] / labeled:.2f}x")
-        print("bulk, npy, labels: false (no classifier: the work of the first baseline)")
-        for name, what in (("jobs_unlabeled", f"jobs of {args.job_size}, {args.in_flight} in flight"),
-                           ("one_job_unlabeled", f"one job of {args.images}, streamed")):  # fmt: skip
-            print(f"   {what}: {best[name]:.0f} images/s = {best[name] / base:.2f}x the first baseline")
-    print(f"\ninteractive, {args.clients} clients x {args.per_client} single images (GET /v1/images/{{seed}}.npy)")
-    print(f"   in-process batch-1 loop: {best['batch1']:.0f} images/s")
+def report(args: argparse.Namespace, tally: Tally) -> None:
+    """Every measurement beside its baseline, each summed over its slices."""
+    base, side, r = tally.rate("bulk_base"), tally.rate("bulk_instances"), tally.rate
+    print(f"\n{args.rounds} slices of each measurement, alternating with their baselines; rates over all slices")
+    print(f"bulk, npy, labels: false: in-process decode + npy encoding {base:.0f} images/s (batches of {args.job_size})")
+    print(f"   jobs of {args.job_size}, {args.in_flight} in flight: {r('jobs'):.0f} images/s = {r('jobs') / base:.2f}x")
+    print(f"   one job of {args.images}, streamed:  {r('one_job'):.0f} images/s = {r('one_job') / base:.2f}x")
+    print(
+        f"   the service's workers run {args.instances_note}; in-process on the same: {side:.0f} images/s; "
+        f"against that: jobs {r('jobs') / side:.2f}x, one job {r('one_job') / side:.2f}x"
+    )
+    if "bulk_labeled" in tally.images:
+        labeled = r("bulk_labeled")
+        print(f"bulk, npy, labeled (the package's classifier on every image): in-process {labeled:.0f} images/s")
+        print(
+            f"   jobs of {args.job_size}, {args.in_flight} in flight: {r('jobs_labeled'):.0f} images/s = {r('jobs_labeled') / labeled:.2f}x"
+        )
+        print(
+            f"   one job of {args.images}, streamed:  {r('one_job_labeled'):.0f} images/s = {r('one_job_labeled') / labeled:.2f}x"
+        )
+    print(f"\ninteractive, {args.clients} clients x {args.per_client} single images a slice (GET /v1/images/{{seed}}.npy)")
     print("   light load generator (bench/http_load.py, keep-alive connections):")
     for mode in ("workers", "api"):
-        rate, p50, p99, api_ms = stats[mode]
+        rate, batch1 = r(mode), r(f"batch1 {mode}")
+        p50, p99 = tally.quantiles_ms(mode)
+        api_ms = tally.cpu_ms[mode]
         print(
-            f"   decoded by the {mode + ':':8s} {rate:6.0f} images/s = {rate / best['batch1']:.2f}x, p50 {p50:5.1f} ms, "
-            f"p99 {p99:5.1f} ms; api process CPU {api_ms:.2f} ms per image (1 core serves {1000 / api_ms:.0f} images/s)"
+            f"   decoded by the {mode + ':':8s} {rate:6.0f} images/s = {rate / batch1:.2f}x the in-process batch-1 loop "
+            f"({batch1:.0f}/s), p50 {p50:5.1f} ms, p99 {p99:5.1f} ms; api process CPU {api_ms:.2f} ms per image "
+            f"(1 core serves {1000 / api_ms:.0f} images/s)"
         )
-    rate, p50, p99, client_ms = stats["httpx"]
+    rate, batch1 = r("httpx"), r("batch1 httpx")
+    p50, p99 = (1000 * q for q in tally.latencies["httpx"])
     print(
-        f"   httpx clients in {args.clients} threads, decoded by the workers: {rate:.0f} images/s = {rate / best['batch1']:.2f}x, "
-        f"p50 {p50:.1f} ms, p99 {p99:.1f} ms; the clients' own CPU {client_ms:.2f} ms per image"
+        f"   httpx clients in {args.clients} threads, decoded by the workers: {rate:.0f} images/s = {rate / batch1:.2f}x "
+        f"({batch1:.0f}/s), p50 {p50:.1f} ms, p99 {p99:.1f} ms; the clients' own CPU {tally.cpu_ms['httpx']:.2f} ms per image"
     )
 
 

@@ -60,8 +60,7 @@ class Runtime:
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     # single-image requests are batched too: concurrent clients share decoder runs
     _image_batchers: dict[str, DynamicBatcher] = field(default_factory=dict)
-    # a thread per decoder instance (Settings.ort_instances), for the batches of single images decoded here
-    _image_pool: ThreadPoolExecutor | None = None
+    _image_pool: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="api-infer"))
 
     # set when single images and interpolations go to the workers (interactive_decode), else decoded here
     interactive: InteractiveClient | None = None
@@ -83,10 +82,7 @@ class Runtime:
         if ref not in self._image_batchers:
             # No wait: a request never waits for others that may not come; it joins whatever
             # queued while the decoder was busy with the previous batch.
-            if self._image_pool is None:
-                threads = max(m.instances for m in self.registry.all())
-                self._image_pool = ThreadPoolExecutor(threads, thread_name_prefix="api-infer")
-            batcher = DynamicBatcher(model.decode, self.settings.batch_size, 0.0, self._image_pool, concurrency=model.instances)
+            batcher = DynamicBatcher(model.decode, self.settings.batch_size, 0.0, self._image_pool)
             batcher.start()
             self._image_batchers[ref] = batcher
         return await self._image_batchers[ref].submit(z, Priority.INTERACTIVE)
@@ -142,8 +138,7 @@ class Runtime:
         self._stop.set()
         for batcher in self._image_batchers.values():
             await batcher.stop()
-        if self._image_pool is not None:
-            self._image_pool.shutdown(wait=False)
+        self._image_pool.shutdown(wait=False)
         if self.worker_task is not None:
             try:  # in-flight chunks finish; past the drain timeout they stay pending (handed back) instead
                 await asyncio.wait_for(asyncio.shield(self.worker_task), timeout=self.settings.drain_timeout_s)

@@ -54,8 +54,8 @@ class Settings(BaseSettings):
     worker_concurrency: int = Field(default=4, ge=1)  # work items in flight per worker
     encode_threads: int = Field(default=2, ge=1)
     ort_threads: int = Field(default=0, ge=0)  # 0: let onnxruntime decide
-    # Sessions of each decoder, sharing ort_threads, each decoding a batch of its own at once. 0: auto (on CPU up
-    # to 4 sessions: 2 one-thread sessions outrun one two-thread session on 2 cores; on CUDA 1); see instance_plan
+    # Sessions of each decoder, sharing ort_threads; a batch decodes split into one part per session, all at once.
+    # 0: auto (on CPU up to 4: two one-thread sessions outrun one two-thread session on 2 cores; on CUDA 1)
     ort_instances: int = Field(default=0, ge=0, le=64)
     ort_spinning: bool = False  # let idle onnxruntime threads spin: a little more throughput, CPU burnt while idle
     # Single images and interpolations: decoded by the workers (sent on the interactive request list,

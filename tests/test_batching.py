@@ -145,29 +145,3 @@ def test_a_batch_waits_only_while_more_requests_can_come(more: bool, at_least: f
             await batcher.stop()
 
     assert at_least <= asyncio.run(scenario()) < at_most
-
-
-def test_with_two_instances_two_batches_decode_at_once_and_each_request_gets_its_rows() -> None:
-    """``concurrency=2`` (two decoder instances): the second batch starts while the first is still running (the
-    infer function waits at a barrier that only two concurrent batches pass); with one, it could never pass."""
-    import threading
-    from concurrent.futures import ThreadPoolExecutor
-
-    barrier = threading.Barrier(2, timeout=5)
-
-    def infer(z: np.ndarray) -> np.ndarray:
-        barrier.wait()  # raises BrokenBarrierError unless another batch is decoding at the same time
-        return z * 2
-
-    async def scenario() -> list[np.ndarray]:
-        with ThreadPoolExecutor(2) as pool:
-            batcher = DynamicBatcher(infer, max_batch=4, max_wait_s=0.0, executor=pool, concurrency=2)
-            batcher.start()
-            try:
-                rows = [np.full((4, 3), i, dtype=np.float32) for i in range(4)]
-                return await asyncio.wait_for(asyncio.gather(*(batcher.submit(r) for r in rows)), 10)
-            finally:
-                await batcher.stop()
-
-    out = asyncio.run(scenario())
-    assert [float(o[0, 0]) for o in out] == [0.0, 2.0, 4.0, 6.0]

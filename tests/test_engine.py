@@ -206,9 +206,9 @@ def test_redis_restart_mid_job(
     client.close()
 
 
-def test_a_decoder_with_spare_instances_decodes_concurrently_with_the_same_bytes(tiny_models_dir: Path) -> None:
-    """Two one-thread sessions (``ort_instances``) decode batches side by side, each on its own session, with the
-    bytes of a single session."""
+def test_a_decoder_with_spare_instances_decodes_a_batch_in_parts_with_the_same_bytes(tiny_models_dir: Path) -> None:
+    """Two one-thread sessions (``ort_instances``) decode the halves of each batch at once, with the bytes of a single
+    session, also when several threads decode at the same time (and for a batch of one row)."""
     from concurrent.futures import ThreadPoolExecutor
 
     from service.engine.registry import ModelRegistry, instance_plan
@@ -216,10 +216,11 @@ def test_a_decoder_with_spare_instances_decodes_concurrently_with_the_same_bytes
     one = ModelRegistry.from_directory(tiny_models_dir, "tiny").default
     two = ModelRegistry.from_directory(tiny_models_dir, "tiny", "cpu", threads=2, instances=2).default
     assert (one.instances, two.instances) == (1, 2)
-    rows = [one.inputs(seed, np.arange(16)) for seed in range(8)]
+    rows = [one.inputs(seed, np.arange(16 + seed)) for seed in range(8)] + [one.inputs(9, np.arange(1))]
     with ThreadPoolExecutor(4) as pool:
         together = list(pool.map(two.decode, rows))
     assert all(np.array_equal(a, one.decode(r)) for a, r in zip(together, rows, strict=True))
+    assert two._pool is not None and one._pool is None  # the second session decoded parts of the batches
     assert instance_plan(["CPUExecutionProvider"], 2, 0) == (2, 1)
     assert instance_plan(["CPUExecutionProvider"], 16, 0) == (4, 4)
     assert instance_plan(["CUDAExecutionProvider", "CPUExecutionProvider"], 8, 0) == (1, 8)

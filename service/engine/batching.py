@@ -51,12 +51,9 @@ class DynamicBatcher:
         executor: Executor | None = None,
         observe: BatchObserver | None = None,
         more_coming: MoreComing | None = None,
-        concurrency: int = 1,
     ) -> None:
         """``more_coming``, when given, says whether another request is on its way: when none is, a
-        batch leaves at once instead of waiting out ``max_wait_s`` for requests that cannot come.
-        ``concurrency``: batches that may run at once (one per decoder instance; ``executor`` needs as many
-        threads); the next batch is collected when one of them is free."""
+        batch leaves at once instead of waiting out ``max_wait_s`` for requests that cannot come."""
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
         if max_wait_s < 0:
@@ -70,8 +67,6 @@ class DynamicBatcher:
         self._queues: dict[str, deque[_Request]] = {p: deque() for p in PRIORITIES}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._slots = asyncio.Semaphore(max(1, concurrency))
-        self._running: set[asyncio.Task[None]] = set()
 
     def start(self) -> None:
         if self._task is None:
@@ -83,8 +78,6 @@ class DynamicBatcher:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        for task in list(self._running):
-            task.cancel()
         for queue in self._queues.values():
             while queue:
                 request = queue.popleft()
@@ -152,42 +145,27 @@ class DynamicBatcher:
         return batch
 
     async def _loop(self) -> None:
-        while True:
-            await self._slots.acquire()
-            try:
-                batch = [r for r in await self._collect() if not r.future.cancelled()]
-            except BaseException:
-                self._slots.release()
-                raise
-            if not batch:
-                self._slots.release()
-                continue
-            task = asyncio.create_task(self._run(batch))
-            self._running.add(task)
-            task.add_done_callback(self._finished)
-
-    def _finished(self, task: asyncio.Task[None]) -> None:
-        self._running.discard(task)
-        self._slots.release()
-
-    async def _run(self, batch: list[_Request]) -> None:
         loop = asyncio.get_running_loop()
-        z = np.concatenate([r.z for r in batch]) if len(batch) > 1 else batch[0].z
-        started = time.perf_counter()
-        try:
-            out = await loop.run_in_executor(self._executor, self._infer, z)
-        except Exception:
-            log.exception("batch of %d failed; retrying its %d requests one by one", len(z), len(batch))
-            await self._run_alone(batch)
-            return
-        if self._observe is not None:
-            self._observe(len(z), time.perf_counter() - started)
-        offset = 0
-        for request in batch:
-            n = len(request.z)
-            if not request.future.done():
-                request.future.set_result(out[offset : offset + n])
-            offset += n
+        while True:
+            batch = [r for r in await self._collect() if not r.future.cancelled()]
+            if not batch:
+                continue
+            z = np.concatenate([r.z for r in batch]) if len(batch) > 1 else batch[0].z
+            started = time.perf_counter()
+            try:
+                out = await loop.run_in_executor(self._executor, self._infer, z)
+            except Exception:
+                log.exception("batch of %d failed; retrying its %d requests one by one", len(z), len(batch))
+                await self._run_alone(batch)
+                continue
+            if self._observe is not None:
+                self._observe(len(z), time.perf_counter() - started)
+            offset = 0
+            for request in batch:
+                n = len(request.z)
+                if not request.future.done():
+                    request.future.set_result(out[offset : offset + n])
+                offset += n
 
     async def _run_alone(self, batch: list[_Request]) -> None:
         loop = asyncio.get_running_loop()

@@ -52,9 +52,7 @@ class Worker:
         self.registry = registry
         self.name = name or f"{socket.gethostname()}-{os.getpid()}"
         self.queue = JobQueue(client, QueueConfig.from_settings(settings), make_result_store(settings.result_store))
-        # a stream of batches per decoder instance (one on a GPU; Settings.ort_instances)
-        instances = max((m.instances for m in registry.all()), default=1)
-        self._infer_pool = ThreadPoolExecutor(instances, thread_name_prefix="infer")
+        self._infer_pool = ThreadPoolExecutor(1, thread_name_prefix="infer")  # one device, one stream of batches
         self._encode_pool = ThreadPoolExecutor(settings.encode_threads, thread_name_prefix="encode")
         self._batchers: dict[str, DynamicBatcher] = {}
         self._inflight: dict[str, WorkItem] = {}
@@ -82,7 +80,6 @@ class Worker:
                 self._infer_pool,
                 observe,
                 more_coming=lambda: self._preparing > 0,
-                concurrency=model.instances,
             )
             batcher.start()
             self._batchers[ref] = batcher
