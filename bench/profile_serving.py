@@ -77,7 +77,7 @@ def main() -> None:
         def drive() -> None:
             with contextlib.suppress(httpx.HTTPError):  # the service closes under it when the sampling ends
                 if args.workload == "bulk":
-                    bulk_jobs(service.base_url, 256 * 400, 256, 2)
+                    bulk_jobs(service.base_url, 256 * 400, 256, 2, labels=False)
                 else:
                     port = int(service.base_url.rsplit(":", 1)[1])
                     closed_loop("127.0.0.1", port, lambda c, i: f"/v1/images/{5000 + c}.npy?index={i}", 32, 400)
