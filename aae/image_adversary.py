@@ -5,6 +5,15 @@ norms of the reconstruction loss and of the adversarial loss at the decoder's la
 discriminator gets a lazy R1 penalty on real images (Mescheder et al. 2018; every ``r1_every`` steps, scaled
 by it, as StyleGAN2 does), starts after ``start`` steps, and skips its updates while its running accuracy
 is very high on real and on fake images alike (a discriminator that wins outright gives the decoder useless gradients).
+
+R1 is taken on the discriminator's own input, pixels in [-1, 1] as in StyleGAN2, so that its ``r1_gamma``
+is StyleGAN2's. Too strong a penalty flattens the discriminator: against fakes a distance d from the real
+images, the hinge loss gains about s * d from a slope s while R1 costs gamma * s^2, so the slope settles
+near d / gamma and the logits' spread near d^2 / gamma. As the decoder closes in, every logit ends inside the
+hinge's margin (loss 2.000) and the adaptive weight hits its clamp. Inside that margin the hinge loss does
+not depend on a shift shared by all logits (the last bias gets no gradient), so the accuracies are taken
+at the midpoint of the real and fake logits, not at 0: a shared shift alone read as "accuracy 0 on real
+images, 1 on fakes" (bench/results/ablation-adversary/README.md).
 """
 
 from __future__ import annotations
@@ -27,7 +36,9 @@ class AdversaryOptions:
     lr: float = 2e-4
     weight: float = 0.5  # multiplies the adaptive weight
     max_weight: float = 1.0  # the clamp on weight * adaptive ratio
-    r1_gamma: float = 0.1  # on pixel values in [0, 1]; StyleGAN2's rule of thumb gives ~0.01-0.05 at 64 px
+    # on the discriminator's input, pixels in [-1, 1]; StyleGAN2's rule of thumb, 0.0002 * pixels / batch, is
+    # 0.0128 at 64 px and batch 64
+    r1_gamma: float = 0.01
     r1_every: int = 16
     freeze_accuracy: float = 0.95  # skip discriminator updates while its running accuracy is above this
     width: int = 32
@@ -53,7 +64,11 @@ class PatchDiscriminator(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out: torch.Tensor = self.net(x * 2 - 1).flatten(1)
+        return self.logits(x * 2 - 1)
+
+    def logits(self, signed: torch.Tensor) -> torch.Tensor:
+        """The same on images in [-1, 1], the scale R1 is taken on."""
+        out: torch.Tensor = self.net(signed).flatten(1)
         return out.float()
 
 
@@ -63,6 +78,17 @@ def adaptive_weight(rec_loss: torch.Tensor, adv_loss: torch.Tensor, last: torch.
     (g_adv,) = torch.autograd.grad(adv_loss, last, retain_graph=True)
     ratio = float(g_rec.norm() / (g_adv.norm() + 1e-4))
     return min(max(weight * ratio, 0.0), clamp)
+
+
+def separation_accuracy(logits_real: torch.Tensor, logits_fake: torch.Tensor) -> tuple[float, float]:
+    """The fractions of real logits above, and of fake logits below, the midpoint of the two means.
+
+    Not the threshold 0: inside the hinge's margin a shift shared by every logit changes neither the loss nor
+    its gradient, so the sign of a logit says where that shift drifted, not whether the patch was told apart.
+    One constant output scores 0 on both.
+    """
+    threshold = (logits_real.mean() + logits_fake.mean()) / 2
+    return (logits_real > threshold).float().mean().item(), (logits_fake < threshold).float().mean().item()
 
 
 @dataclass
@@ -104,8 +130,8 @@ class ImageAdversary:
         o = self.options
         frozen = self.frozen()
         lazy_r1 = o.r1_gamma > 0 and step % o.r1_every == 0
-        real = real.detach().requires_grad_(lazy_r1)
-        logits_real, logits_fake = self.discriminator(real), self.discriminator(fakes.detach())
+        real = (real.detach() * 2 - 1).requires_grad_(lazy_r1)
+        logits_real, logits_fake = self.discriminator.logits(real), self.discriminator(fakes.detach())
         loss = hinge_discriminator(logits_real, logits_fake)
         if not frozen:
             total = loss
@@ -114,7 +140,7 @@ class ImageAdversary:
             self.optimizer.zero_grad(set_to_none=True)
             total.backward()
             self.optimizer.step()
-        real_acc, fake_acc = (logits_real > 0).float().mean().item(), (logits_fake < 0).float().mean().item()
+        real_acc, fake_acc = separation_accuracy(logits_real.detach(), logits_fake.detach())
         self.real_accuracy = 0.9 * self.real_accuracy + 0.1 * real_acc
         self.fake_accuracy = 0.9 * self.fake_accuracy + 0.1 * fake_acc
         return AdversaryStats(loss.item(), None, None, real_acc, fake_acc, float(frozen))

@@ -77,6 +77,8 @@ def hinge_generator(logits_fake: torch.Tensor) -> torch.Tensor:
 def r1_penalty(logits_real: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
     """Mean over images of the squared norm of d logit / d real (Mescheder et al. 2018); ``real`` requires grad.
 
+    ``real`` as the discriminator sees it (the image adversary's: pixels in [-1, 1], StyleGAN2's scale).
+
     A patch discriminator's logit of an image is the mean of its patch logits: the gradient of their sum
     would be (patches) times larger, and the penalty (patches)^2 times, which keeps the discriminator flat.
     """

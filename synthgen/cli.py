@@ -597,7 +597,7 @@ def _add_train(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--no-amp", action="store_true", help="no bfloat16 autocast on CUDA")
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast on CPU too (AMX)")
     p.add_argument("--channels-last", action="store_true", help="NHWC memory format for the convolutions")
-    p.add_argument("--recipe", default="default", help="a named recipe of aae/recipes.py (default, sharp, v3, v4); flags win")
+    p.add_argument("--recipe", default="default", help="a named recipe of aae/recipes.py (default, sharp, v3, v4, v6); flags win")
     p.add_argument("--data", default="avatars", help="'avatars', 'lfw', or a folder of images")
     p.add_argument(
         "--conditional",
@@ -655,7 +655,7 @@ def _add_train(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     g.add_argument("--adv-lr", type=_positive_float, default=2e-4)
     g.add_argument("--adv-weight", type=_positive_float, default=0.5, help="times the adaptive (VQGAN) weight")
     g.add_argument("--adv-max-weight", type=_positive_float, default=1.0, help="the clamp on the adversarial weight")
-    g.add_argument("--r1-gamma", type=float, default=None, help="R1 weight on real images (0: none; default 0.1)")
+    g.add_argument("--r1-gamma", type=float, default=None, help="R1 weight, pixels in [-1, 1] (0: none; default 0.01)")
     g.add_argument("--r1-every", type=_positive_int, default=16, help="lazy R1: every N steps")
     g.add_argument("--adv-freeze-accuracy", type=float, default=0.95, help="freeze it while its accuracy is above this")
     g = p.add_argument_group("attribute teacher (a conditional model)")
