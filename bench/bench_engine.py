@@ -137,8 +137,9 @@ def run_job(base: str, count: int, fmt: str = "png", seed: int = 0) -> tuple[flo
 
 def interactive(base: str, clients: int = 32, per_client: int = 8) -> tuple[float, float, float]:
     """p50 and p99 latency (ms) of single-image requests, and images/s, with `clients` concurrent clients."""
-    per_second, p50, p99 = interactive_load(base, clients, per_client, ext="png", first_seed=1000)
-    return p50, p99, per_second
+    per_second, latencies = interactive_load(base, clients, per_client, ext="png", first_seed=1000)
+    p50, p99 = np.quantile(latencies, [0.5, 0.99]) * 1000
+    return float(p50), float(p99), per_second
 
 
 def lone_job_latency(base: str, repeats: int = 21) -> tuple[float, float, float]:

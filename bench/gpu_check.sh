@@ -72,12 +72,12 @@ fi
 
 if [[ "$PROVIDER" == cuda ]]; then
   step serving-path 90 "$PY" bench/gpu_check.py --provider cuda --count 8192 --out "$OUT"
-  step bench-serving 120 "$PY" bench/bench_serving.py --provider cuda --images 16384 --job-size 256 --clients 32 --per-client 16 --ort-threads 2
+  step bench-serving 150 "$PY" bench/bench_serving.py --provider cuda --rounds 2 --images 8192 --job-size 256 --clients 32 --per-client 16 --ort-threads 2
   step bench-engine 120 env SYNTHGEN_EXECUTION_PROVIDER=cuda "$PY" bench/bench_engine.py --count 8000 --memory-count 8000
   step bench-train 60 "$PY" bench/bench_train.py --sizes 64 --steps 20
 else
   step serving-path 120 "$PY" bench/gpu_check.py --provider cpu --count 256 --out "$OUT"
-  step bench-serving 150 "$PY" bench/bench_serving.py --provider cpu --images 512 --job-size 128 --clients 4 --per-client 4 --ort-threads 1
+  step bench-serving 150 "$PY" bench/bench_serving.py --provider cpu --rounds 1 --images 512 --job-size 128 --clients 4 --per-client 4 --ort-threads 1
   step bench-engine 200 env SYNTHGEN_EXECUTION_PROVIDER=cpu "$PY" bench/bench_engine.py --count 400 --memory-count 400
   step bench-train 90 "$PY" bench/bench_train.py --sizes 32 --steps 2 --batch-size 16 --device cpu
 fi
