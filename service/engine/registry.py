@@ -239,9 +239,8 @@ def instance_plan(providers: list[str], threads: int, instances: int) -> tuple[i
 
     ``instances`` 0 means auto: on CUDA one session; on CPU up to AUTO_INSTANCES_MAX sessions sharing the threads
     (``threads``, or every core when 0): two one-thread sessions decoding the halves of a batch at once outrun
-    one two-thread session on the whole batch by 1.1-1.35x on 2 cores (no barrier between the threads of one
-    operator).
-    Given ``instances``, they share ``threads`` (at least one each; 0 keeps onnxruntime's default).
+    one two-thread session on the whole batch on 2 cores (1.09x in bench/bench_serving.py: no barrier between
+    the threads of one operator). Given ``instances``, they share ``threads`` (at least one each; 0 keeps onnxruntime's default).
     """
     if instances == 0:
         if providers[0] != "CPUExecutionProvider":
