@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import sys
 import threading
 import time
@@ -44,7 +43,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.http_load import closed_loop
-from service.engine.registry import LoadedModel, ModelRegistry
+from service.engine.registry import LoadedModel, ModelRegistry, instance_plan
 from service.engine.sessions import open_session, pick_providers
 from service.settings import get_settings
 from synthgen.core.images import encode_image
@@ -124,7 +123,7 @@ def interactive(base: str, clients: int, per_client: int, ext: str = "npy", firs
 
 def interactive_httpx(
     base: str, clients: int, per_client: int, ext: str = "npy", first_seed: int = 5000
-) -> tuple[float, float, float]:
+) -> tuple[float, list[float]]:
     """The same load from httpx clients in ``clients`` threads: a Python client costs more CPU per request than the
     service does, on the same cores, so this measures the client as much as the service."""
     latencies: list[float] = []
@@ -141,15 +140,7 @@ def interactive_httpx(
     started = time.perf_counter()
     with ThreadPoolExecutor(clients) as pool:
         list(pool.map(client, range(clients)))
-    elapsed = time.perf_counter() - started
-    p50, p99 = np.quantile(latencies, [0.5, 0.99]) * 1000
-    return len(latencies) / elapsed, float(p50), float(p99)
-
-
-def own_cpu_seconds() -> float:
-    """User + system CPU time this process (the load generator) has used so far."""
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
+    return len(latencies) / (time.perf_counter() - started), latencies
 
 
 def cpu_seconds(pid: int) -> float:
@@ -226,12 +217,12 @@ def measure_interactive(service: LiveService, mode: str, args: argparse.Namespac
         tally.latencies.setdefault(mode, []).extend(latencies)
     tally.cpu_ms[mode] = api_seconds * 1000 / (n * args.rounds)
     if mode == "workers":
-        own = own_cpu_seconds()
-        rate, p50, p99 = interactive_httpx(service.base_url, clients, per_client)
-        tally.cpu_ms["httpx"] = (own_cpu_seconds() - own) * 1000 / n
+        own = cpu_seconds(os.getpid())
+        rate, latencies = interactive_httpx(service.base_url, clients, per_client)
+        tally.cpu_ms["httpx"] = (cpu_seconds(os.getpid()) - own) * 1000 / n
         tally.add("httpx", n, rate)
         tally.add("batch1 httpx", n1, batch1_baseline(model, n1))
-        tally.latencies["httpx"] = [p50 / 1000, p99 / 1000]  # two quantiles already: 0.5 and 0.99 of these
+        tally.latencies["httpx"] = latencies
 
 
 def main() -> None:
@@ -247,9 +238,8 @@ def main() -> None:
     args = parser.parse_args()
     model = load_model(args.ort_threads, args.provider)
     side_by_side = load_instances(args.ort_threads, args.provider)
-    args.instances_note = (
-        f"{side_by_side.instances} decoder instances of {max(1, args.ort_threads // side_by_side.instances)} thread(s)"
-    )
+    instances, threads_each = instance_plan(pick_providers(args.provider), args.ort_threads, 0)
+    args.instances_note = f"{instances} decoder instances of {threads_each} thread(s)"
     print(
         f"{os.cpu_count()} cores; {model.package.ref} on {model.provider}; ort threads {args.ort_threads}, spinning off; "
         f"the baselines on one session of {args.ort_threads} threads, the service with {args.instances_note}"
@@ -306,7 +296,7 @@ def report(args: argparse.Namespace, tally: Tally) -> None:
             f"(1 core serves {1000 / api_ms:.0f} images/s)"
         )
     rate, batch1 = r("httpx"), r("batch1 httpx")
-    p50, p99 = (1000 * q for q in tally.latencies["httpx"])
+    p50, p99 = tally.quantiles_ms("httpx")
     print(
         f"   httpx clients in {args.clients} threads, decoded by the workers: {rate:.0f} images/s = {rate / batch1:.2f}x "
         f"({batch1:.0f}/s), p50 {p50:.1f} ms, p99 {p99:.1f} ms; the clients' own CPU {tally.cpu_ms['httpx']:.2f} ms per image"

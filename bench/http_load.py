@@ -16,6 +16,8 @@ import asyncio
 import time
 from collections.abc import Callable
 
+from service.serve import run_event_loop
+
 PathFor = Callable[[int, int], str]  # (client, request number) -> path and query
 
 
@@ -60,8 +62,4 @@ async def _run(host: str, port: int, path_for: PathFor, clients: int, per_client
 
 def closed_loop(host: str, port: int, path_for: PathFor, clients: int, per_client: int) -> tuple[float, list[float]]:
     """(requests/s, latencies in seconds) of ``clients`` connections each sending ``per_client`` GETs back to back."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(_run(host, port, path_for, clients, per_client))
-    return uvloop.run(_run(host, port, path_for, clients, per_client))
+    return run_event_loop(_run(host, port, path_for, clients, per_client))

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import signal
 from collections.abc import Coroutine
-from typing import Any
+from typing import Any, TypeVar
 
 import uvicorn
 from prometheus_client import start_http_server
@@ -18,6 +18,7 @@ from service.runtime import Runtime, load_keyring
 from service.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 async def run_worker(settings: Settings, registry: ModelRegistry, metrics_host: str, metrics_port: int) -> None:
@@ -38,14 +39,13 @@ async def run_worker(settings: Settings, registry: ModelRegistry, metrics_host: 
         await runtime.close()
 
 
-def run_event_loop(main: Coroutine[Any, Any, None]) -> None:
+def run_event_loop(main: Coroutine[Any, Any, T]) -> T:
     """Run ``main`` on uvloop where it is installed (what uvicorn picks for the api too), else on asyncio's loop."""
     try:
         import uvloop
     except ImportError:
-        asyncio.run(main)
-        return
-    uvloop.run(main)
+        return asyncio.run(main)
+    return uvloop.run(main)
 
 
 def serve(role: str, host: str | None = None, port: int | None = None) -> int:

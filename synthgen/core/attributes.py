@@ -20,7 +20,7 @@ from typing import Any, overload
 
 import numpy as np
 
-from synthgen.core.latents import MAX_SEED, Seeds, _splitmix64, seed_key, uniforms
+from synthgen.core.latents import MAX_SEED, Seeds, _splitmix64, check_seeds, uniforms
 
 # Stream keys: the attribute draws of images, of identities, and the quota shuffles are independent streams.
 ATTRIBUTE_STREAM = 0xA77B_1B07_E5A1_0001
@@ -35,14 +35,9 @@ def stream_seed(seed: np.ndarray, stream: int, salt: int = 0) -> np.ndarray: ...
 def stream_seed(seed: Seeds, stream: int, salt: int = 0) -> Seeds:
     """A seed for one stream of draws of ``seed`` (and of one attribute, ``salt``), in [0, MAX_SEED]; of each
     seed of an array of them, elementwise."""
-    if isinstance(seed, np.ndarray):
-        seed_key(seed)  # the same checks as a single seed's
-        mixed = _splitmix64(seed.astype(np.uint64) ^ np.uint64(stream ^ (salt * 0x9E37_79B9)))
-        return (mixed & np.uint64(MAX_SEED)).astype(np.int64)
-    if not 0 <= seed <= MAX_SEED:
-        raise ValueError(f"seed must be in [0, 2**63-1], got {seed}")
-    mixed = _splitmix64(np.array([seed ^ stream ^ (salt * 0x9E37_79B9)], dtype=np.uint64))
-    return int(mixed[0]) & MAX_SEED
+    check_seeds(seed)
+    mixed = _splitmix64(np.asarray(seed, dtype=np.uint64) ^ np.uint64(stream ^ (salt * 0x9E37_79B9))) & np.uint64(MAX_SEED)
+    return mixed.astype(np.int64) if isinstance(seed, np.ndarray) else int(mixed)
 
 
 @dataclass(frozen=True)

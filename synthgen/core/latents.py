@@ -35,14 +35,20 @@ def _splitmix64(x: np.ndarray) -> np.ndarray:
 Seeds = int | np.ndarray  # one seed, or one per index (int64): rows of different jobs or single images at once
 
 
-def seed_key(seed: Seeds) -> np.ndarray:
-    """The counter hash's key of a seed, or [N, 1] keys of N seeds (the same key each would have alone)."""
+def check_seeds(seed: Seeds) -> None:
+    """A seed in [0, MAX_SEED], or a 1-d integer array of them; ValueError otherwise."""
     if isinstance(seed, np.ndarray):
         if seed.ndim != 1 or seed.dtype.kind not in "iu" or (len(seed) and (seed.min() < 0 or seed.max() > MAX_SEED)):
             raise ValueError("seeds must be a 1-d integer array with values in [0, 2**63-1]")
-        return _splitmix64(seed.astype(np.uint64)).reshape(-1, 1)
-    if not 0 <= seed <= MAX_SEED:
+    elif not 0 <= seed <= MAX_SEED:
         raise ValueError(f"seed must be in [0, 2**63-1], got {seed}")
+
+
+def seed_key(seed: Seeds) -> np.ndarray:
+    """The counter hash's key of a seed, or [N, 1] keys of N seeds (the same key each would have alone)."""
+    check_seeds(seed)
+    if isinstance(seed, np.ndarray):
+        return _splitmix64(seed.astype(np.uint64)).reshape(-1, 1)
     return _splitmix64(np.array([seed], dtype=np.uint64))
 
 
