@@ -32,6 +32,7 @@ from aae.image_adversary import AdversaryOptions, AdversaryStats, ImageAdversary
 from aae.labels import LABEL_FILES, load_labels
 from aae.losses import reconstruction_loss
 from aae.model import AAE, AAEConfig, images_uint8
+from aae.package_start import is_package, package_checkpoint
 from aae.priors import build_prior
 from synthgen.core.files import atomic_file
 
@@ -80,11 +81,16 @@ class TrainOptions:
     # A fine-tune: start from this checkpoint (or run folder) of the same architecture: its model, decoder EMA and
     # teachers; the optimizers, the step count, the data order and the added phases' warm-ups start afresh
     init: str | None = None
+    # the decoder takes no update for this many steps: a fine-tune from a package, whose encoder starts afresh,
+    # first learns to invert the decoder (the added phases' decoder terms wait for it too)
+    decoder_frozen_steps: int = 0
     config: AAEConfig = field(default_factory=AAEConfig)
 
     def __post_init__(self) -> None:
         if self.teacher is not None and not self.conditional:
             raise ValueError("the attribute teacher needs a conditional model (--conditional)")
+        if self.decoder_frozen_steps < 0:
+            raise ValueError(f"decoder_frozen_steps must be >= 0, got {self.decoder_frozen_steps}")
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if k != "config"}
@@ -197,12 +203,18 @@ class Trainer:
             assert space is not None
             visible = torch.ones(condition.shape[0], len(space.names), dtype=torch.bool, device=condition.device)
         self.visible = visible
+        self.model.decoder.requires_grad_(self.decoder_training)
         losses = self._step(x)
         self._prior_decodes = None
         self.steps_done += 1
         if self.ema is not None:
             self.ema.update(self.model.decoder, x.shape[0], self.images_before + self.steps_done * x.shape[0])
         return losses
+
+    @property
+    def decoder_training(self) -> bool:
+        """False during ``decoder_frozen_steps``: the decoder's weights take no gradient and no added term."""
+        return self.steps_done >= self.options.decoder_frozen_steps
 
     def _step(self, x: torch.Tensor) -> StepLosses:
         raise NotImplementedError
@@ -226,7 +238,9 @@ class Trainer:
     def _control_term(self, rec: torch.Tensor, loss: torch.Tensor, batch: int) -> tuple[torch.Tensor, TeacherStats]:
         """The attribute teacher's term on decoded prior samples, each with another image's labels."""
         teacher = self.teacher
-        if teacher is None or self.condition is None or self.visible is None or not teacher.active(self.steps_done):
+        if teacher is None or self.condition is None or self.visible is None:
+            return loss, TeacherStats()
+        if not (teacher.active(self.steps_done) and self.decoder_training):
             return loss, TeacherStats()
         decoded, labels, visible = self._decoded_prior(max(batch // 2, 1))
         assert labels is not None and visible is not None
@@ -245,7 +259,7 @@ class Trainer:
         self, rec: torch.Tensor, x_hat: torch.Tensor
     ) -> tuple[torch.Tensor, AdversaryStats, torch.Tensor | None]:
         adversary = self.adversary
-        if adversary is None or not adversary.active(self.steps_done):
+        if adversary is None or not adversary.active(self.steps_done) or not self.decoder_training:
             return rec, AdversaryStats(), None
         fakes = self._fakes(x_hat, adversary.options.fakes)
         gen = adversary.generator_loss(fakes)
@@ -581,7 +595,7 @@ def train(options: TrainOptions, resume: str | Path | None = None) -> Path:
 def start_from(trainer: Trainer, options: TrainOptions) -> None:
     """A fresh run's starting weights: a fine-tune's (``options.init``), and its teachers' (their own ``init``, else
     the fine-tuned run's teachers, else none)."""
-    checkpoint = read_checkpoint(resume_path(options.init)) if options.init else None
+    checkpoint = read_start(options.init, options.seed) if options.init else None
     if checkpoint is not None:
         assert options.init is not None
         trainer.start_from(checkpoint, options.init)
@@ -597,6 +611,14 @@ def start_from(trainer: Trainer, options: TrainOptions) -> None:
         return
     teacher.start_from(weights)
     log.info("the attribute teachers start from %s", ", ".join(sources))
+
+
+def read_start(init: str | Path, seed: int = 0) -> dict[str, Any]:
+    """A fine-tune's starting checkpoint: a run folder's or a .pt file's, or one rebuilt from a model package's decoder
+    (aae/package_start.py; ``seed`` draws its fresh encoder and latent discriminator)."""
+    if is_package(init):
+        return package_checkpoint(init, seed)
+    return read_checkpoint(resume_path(init))
 
 
 def resume_path(resume: str | Path) -> Path:

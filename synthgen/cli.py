@@ -68,12 +68,14 @@ def _train_config(args: argparse.Namespace) -> AAEConfig:
 def _fine_tuned_config(args: argparse.Namespace) -> AAEConfig:
     """--init: the architecture of the checkpoint to fine-tune; architecture flags may only repeat it."""
     from aae.model import AAEConfig
-    from aae.train import read_checkpoint, resume_path
+    from aae.package_start import is_package
+    from aae.train import read_start, resume_path
 
-    path = resume_path(args.init)
-    if not path.is_file():
-        raise ValueError(f"--init {args.init}: no checkpoint there (expected a run folder or a .pt of synthgen train)")
-    config = AAEConfig.from_dict(read_checkpoint(path)["config"])
+    if not (is_package(args.init) or resume_path(args.init).is_file()):
+        raise ValueError(
+            f"--init {args.init}: no checkpoint there (expected a run folder or a .pt of synthgen train, or a model package)"
+        )
+    config = AAEConfig.from_dict(read_start(args.init, args.seed)["config"])
     given = _architecture(args, "image_size", "latent_dim", "base_width", "disc_hidden", "upsample", "decoder_norm", "res_blocks")
     given.update(kind=args.kind, prior=args.prior)
     theirs = {**config.to_dict(), "prior": config.prior["kind"]}
@@ -186,6 +188,7 @@ def _train_options(args: argparse.Namespace) -> TrainOptions:
         checkpoint_minutes=args.checkpoint_minutes or 5.0,
         conditional=args.conditional,
         init=args.init,
+        decoder_frozen_steps=args.decoder_frozen_steps,
         config=_train_config(args),
     )
 
@@ -621,7 +624,14 @@ def _add_train(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         metavar="CHECKPOINT",
         default=None,
         help="fine-tune: start from this checkpoint (or run folder) of another run: its architecture, weights, decoder "
-        "EMA and teachers; optimizers, steps and warm-ups start afresh",
+        "EMA and teachers; optimizers, steps and warm-ups start afresh. A model package gives its decoder (its "
+        "normalizations folded in) and a fresh encoder and latent discriminator",
+    )
+    p.add_argument(
+        "--decoder-frozen-steps",
+        type=int,
+        default=0,
+        help="the decoder takes no update for this many steps (a fine-tune from a package: the new encoder learns first)",
     )
     p.add_argument("--checkpoint-minutes", type=_positive_float, default=None, help="checkpoint this often too (default 5)")
     g = p.add_argument_group("decoder")
