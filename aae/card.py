@@ -120,7 +120,7 @@ COMPARE_HEADER = (
 
 
 # runs of the comparison whose name says more than their kind (see aae/compare.py, VARIANTS)
-ROW_LABELS = {"ae-raw": "AE (plain linear codes)", "ae": "AE (normalized codes)"}
+ROW_LABELS = {"ae-raw": "AE (plain linear codes)", "ae": "AE (normalized codes)", "aae-gaussian": "AAE (gaussian posterior)"}
 
 
 def compare_line(row: dict[str, Any], label: str | None = None) -> str:
@@ -334,6 +334,15 @@ def _pictures(files: dict[str, str], conditional: bool = False) -> str:
     return "\n".join(lines)
 
 
+def _posterior_text(model: dict[str, Any]) -> str:
+    if (model.get("config") or {}).get("posterior") != "gaussian":
+        return ""
+    return (
+        "Its encoder's q(z|x) is a Gaussian, z = μ(x) + σ(x)·ε (Makhzani et al.'s second choice of posterior), and the "
+        "discriminator matches the aggregate of those draws to the prior: the prior fit below is measured on them. "
+    )
+
+
 def _conditional_text(generator: Generator) -> str:
     space = generator.attributes
     if not space:
@@ -379,7 +388,7 @@ def render_card(
 ## The model
 
 {model["name"]} is {KIND_NAMES.get(model["kind"], model["kind"])}. Its decoder turns a latent z of {generator.latent_dim}
-dimensions, drawn from the prior {_prior_text(generator.prior)}, into a {size}×{size} RGB face. {_conditional_text(generator)}{_measured_on(model)}
+dimensions, drawn from the prior {_prior_text(generator.prior)}, into a {size}×{size} RGB face. {_posterior_text(model)}{_conditional_text(generator)}{_measured_on(model)}
 
 {_training_text(metrics["training"])}
 

@@ -26,17 +26,21 @@ from aae.train import TrainOptions, train
 log = logging.getLogger(__name__)
 
 # Runs that are a kind with another option: "ae-raw" is the textbook plain autoencoder, whose code layer is
-# linear, without the normalization to the prior's moments that the AE and the AAE share by default.
-VARIANTS: dict[str, tuple[str, bool]] = {"ae-raw": ("ae", False)}
+# linear, without the normalization to the prior's moments that the AE and the AAE share by default; "aae-gaussian"
+# is the AAE whose q(z|x) is a Gaussian (AAEConfig.posterior).
+VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "ae-raw": ("ae", {"normalize_codes": False}),
+    "aae-gaussian": ("aae", {"posterior": "gaussian"}),
+}
 
 
-def variant(name: str) -> tuple[str, bool]:
-    """(model kind, normalize_codes) of a run name of the comparison."""
-    kind, normalize = VARIANTS.get(name, (name, True))
+def variant(name: str) -> tuple[str, dict[str, Any]]:
+    """(model kind, the AAEConfig options that differ from the defaults) of a run name of the comparison."""
+    kind, options = VARIANTS.get(name, (name, {}))
     if kind not in MODEL_KINDS:
         choices = ", ".join([*MODEL_KINDS, *VARIANTS])
         raise ValueError(f"unknown model kind {name!r}; expected some of {choices}")
-    return kind, normalize
+    return kind, options
 
 
 @dataclass
@@ -66,13 +70,9 @@ class CompareOptions:
     sizes: EvalSizes = field(default_factory=EvalSizes)
 
     def train_options(self, name: str) -> TrainOptions:
-        kind, normalize = variant(name)
+        kind, options = variant(name)
         config = AAEConfig(
-            image_size=self.image_size,
-            latent_dim=self.latent_dim,
-            base_width=self.base_width,
-            kind=kind,
-            normalize_codes=normalize,
+            image_size=self.image_size, latent_dim=self.latent_dim, base_width=self.base_width, kind=kind, **options
         )
         options = TrainOptions(
             data=self.data,

@@ -28,7 +28,7 @@ from synthgen.core.attributes import AttributeSpace
 from synthgen.core.crowd import Crowd
 from synthgen.core.errors import ModelPackageError
 from synthgen.core.latents import interpolate_inputs, prior_latents
-from synthgen.core.package import ModelPackage, graph_metadata_mismatch, load_package, sha256_file
+from synthgen.core.package import ENCODER_OUTPUT, ModelPackage, graph_metadata_mismatch, load_package, sha256_file
 from synthgen.core.similarity import CALIBRATION_SAMPLES, CALIBRATION_SEED, calibrate_threshold
 
 log = logging.getLogger(__name__)
@@ -46,11 +46,12 @@ def _batched(fn: Any, x: np.ndarray) -> np.ndarray:
 
 
 class TorchEncoder:
-    """A checkpoint's encoder on uint8 NHWC images: the deterministic code, or for a VAE a posterior sample."""
+    """A checkpoint's encoder on uint8 NHWC images: the (mean) code, or for a stochastic encoder (the VAE's, an AAE's
+    gaussian posterior) a posterior sample."""
 
     def __init__(self, model: AAE) -> None:
         self.model = model
-        self.variational = model.config.kind == "vae"
+        self.variational = model.encoder.stochastic
 
     @torch.no_grad()
     def _run(self, images: np.ndarray, sample: bool, generator: torch.Generator) -> np.ndarray:
@@ -86,18 +87,27 @@ class OnnxDecoder:
 
 
 class OnnxEncoder:
-    """A package's ``encoder.onnx``: uint8 NHWC images -> z (for a VAE, the posterior mean)."""
+    """A package's ``encoder.onnx``: uint8 NHWC images -> z (for a VAE, the posterior mean). An encoder whose q(z|x)
+    is a Gaussian (``log_var_output``) also gives its log-variance, and ``sample`` then draws z ~ q(z|x)."""
 
-    variational = False
-
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, log_var_output: str | None = None) -> None:
         import onnxruntime as ort
 
         self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        self.log_var_output = log_var_output
+        self.variational = log_var_output is not None
+
+    def _run(self, images: np.ndarray, sample: bool, rng: np.random.Generator) -> np.ndarray:
+        feed = {"images": np.ascontiguousarray(images)}
+        if not (sample and self.log_var_output):
+            return np.asarray(self.session.run([ENCODER_OUTPUT], feed)[0], dtype=np.float32)
+        mean, log_var = self.session.run([ENCODER_OUTPUT, self.log_var_output], feed)
+        z = mean + rng.standard_normal(mean.shape) * np.exp(0.5 * log_var)
+        return np.asarray(z, dtype=np.float32)
 
     def __call__(self, images: np.ndarray, sample: bool = False, seed: int = 0) -> np.ndarray:
-        run = lambda x: np.asarray(self.session.run(["z"], {"images": np.ascontiguousarray(x)})[0], dtype=np.float32)  # noqa: E731
-        return _batched(run, images)
+        rng = np.random.default_rng(seed)
+        return _batched(lambda x: self._run(x, sample, rng), images)
 
 
 Encoder = TorchEncoder | OnnxEncoder
@@ -216,7 +226,7 @@ class CheckpointGenerator(Generator):
 
 def _package_encoder(package: ModelPackage, checkpoint: str | Path | None) -> tuple[Encoder | None, str]:
     if package.encoder_path is not None:
-        return OnnxEncoder(package.encoder_path), f"the package's {package.encoder_path.name}"
+        return OnnxEncoder(package.encoder_path, package.encoder_log_var_output), f"the package's {package.encoder_path.name}"
     if checkpoint is None:
         return None, "the package has no encoder.onnx and no --checkpoint was given"
     if sha256_file(Path(checkpoint)) != package.manifest["checkpoint_sha256"]:

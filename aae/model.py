@@ -19,6 +19,7 @@ from aae.priors import complete_spec, marginal_moments
 from synthgen.core.attributes import AttributeSpace
 
 MODEL_KINDS = ("aae", "ae", "vae")
+POSTERIORS = ("deterministic", "gaussian")
 UPSAMPLINGS = ("convtranspose", "nearest", "bilinear")
 DECODER_NORMS = ("batch", "group", "none")
 
@@ -36,6 +37,11 @@ class AAEConfig:
     # mean and std: the first two moments of q(z) match p(z) by construction and the discriminator shapes
     # the rest. Without it the adversarial game oscillates on this architecture (see README, "Training").
     normalize_codes: bool = True
+    # The AAE's q(z|x) (Makhzani et al. 2015, section 2): "deterministic", z = f(x); or "gaussian", z = mu(x) +
+    # sigma(x) * eps, drawn in training before the code normalization above. With a Gaussian posterior the aggregate
+    # q(z) can fill the prior even where the images leave z little to say (a conditional model, whose labels carry
+    # most of the face): a deterministic encoder can only spread its codes over a thin manifold of the prior there.
+    posterior: str = "deterministic"
     # The decoder. The defaults are the original DCGAN-style one (ConvTranspose 4x4 stride 2, BatchNorm), which
     # checkpoints written before these options rebuild. "nearest"/"bilinear": resize then a 3x3 convolution
     # (no checkerboard artifacts, Odena et al. 2016); "group": GroupNorm, the same in training and inference.
@@ -57,6 +63,10 @@ class AAEConfig:
         self.prior = complete_spec(self.prior, self.latent_dim)
         if self.kind == "vae" and self.prior["kind"] != "gaussian":
             raise ValueError("the VAE baseline needs the gaussian prior (its KL term is the closed form for it)")
+        if self.posterior not in POSTERIORS:
+            raise ValueError(f"posterior must be one of {', '.join(POSTERIORS)}, got {self.posterior!r}")
+        if self.posterior == "gaussian" and self.kind != "aae":
+            raise ValueError(f"a gaussian posterior is the AAE's option (the VAE has its own), not for kind {self.kind!r}")
         if self.upsample not in UPSAMPLINGS:
             raise ValueError(f"upsample must be one of {', '.join(UPSAMPLINGS)}, got {self.upsample!r}")
         if self.decoder_norm not in DECODER_NORMS:
@@ -107,8 +117,11 @@ class Encoder(nn.Module):
         self.features = nn.Sequential(*layers)
         self.latent_dim = config.latent_dim
         self.variational = config.kind == "vae"
-        # the VAE's encoder also predicts log sigma^2 of q(z|x): twice the outputs
-        self.to_latent = nn.Linear(in_ch * 4 * 4, config.latent_dim * (2 if config.kind == "vae" else 1))
+        self.gaussian = config.posterior == "gaussian"
+        # whether q(z|x) has a spread: the VAE's, and the AAE's gaussian posterior
+        self.stochastic = self.variational or self.gaussian
+        # the VAE's encoder and a gaussian posterior also predict log sigma^2 of q(z|x): twice the outputs
+        self.to_latent = nn.Linear(in_ch * 4 * 4, config.latent_dim * (2 if self.stochastic else 1))
         # the VAE's KL term already sets the moments of its codes: no normalization there
         self.normalize = config.normalize_codes and not self.variational
         if self.normalize:
@@ -117,17 +130,40 @@ class Encoder(nn.Module):
             self.register_buffer("code_mean", torch.from_numpy(mean))
             self.register_buffer("code_std", torch.from_numpy(std))
 
+    def _normalized(self, h: torch.Tensor) -> torch.Tensor:
+        return self.code_norm(h) * self.code_std + self.code_mean if self.normalize else h
+
     def distribution(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(code, log-variance): the log-variance is None except for the VAE."""
+        """(mean code, log-variance) of q(z|x); the log-variance is None for a deterministic encoder.
+
+        A gaussian posterior's moments are those of its normalized draw at inference, where the normalization is
+        the fixed affine map of its running statistics: z = a * (mu + sigma * eps) + b = (a mu + b) + (a sigma) eps.
+        """
         h = self.to_latent(self.features(x * 2 - 1).flatten(1))  # the input is centred on 0
         if self.variational:
             return h[:, : self.latent_dim], h[:, self.latent_dim :]
-        if self.normalize:
-            h = self.code_norm(h) * self.code_std + self.code_mean
-        return h, None
+        if self.gaussian:
+            mu, logvar = h[:, : self.latent_dim], h[:, self.latent_dim :]
+            if self.normalize:
+                norm = self.code_norm
+                assert norm.running_mean is not None and norm.running_var is not None
+                scale = self.code_std / torch.sqrt(norm.running_var + norm.eps)
+                mu = (mu - norm.running_mean) * scale + self.code_mean
+                logvar = logvar + 2 * torch.log(scale)
+            return mu, logvar
+        return self._normalized(h), None
+
+    def sample(self, x: torch.Tensor) -> torch.Tensor:
+        """A gaussian posterior's training code: z ~ q(z|x), drawn before the normalization (batch statistics)."""
+        h = self.to_latent(self.features(x * 2 - 1).flatten(1))
+        mu, logvar = h[:, : self.latent_dim], h[:, self.latent_dim :]
+        return self._normalized(mu + torch.randn_like(mu) * torch.exp(0.5 * logvar))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """The deterministic code: z for the AAE and the AE, the posterior mean for the VAE."""
+        """The code: z for the AAE and the AE, the posterior mean for the VAE; a gaussian posterior's draw in training
+        mode (what the AAE's phases train on) and its mean at inference."""
+        if self.gaussian and self.training:
+            return self.sample(x)
         return self.distribution(x)[0]
 
 

@@ -331,14 +331,22 @@ class Trainer:
         start afresh, the EMA's warm-up ramp counts the images it had already averaged.
         """
         mine, theirs = self.model.config, AAEConfig.from_dict(checkpoint["config"])
+        from_package = "started_from_package" in checkpoint
+        # a package gives the decoder alone: the encoder (its posterior included) and the discriminator are new
+        free = {"attributes", "posterior"} if from_package else {"attributes"}
         a, b = mine.to_dict(), theirs.to_dict()
-        differ = sorted(k for k in set(a) | set(b) if k != "attributes" and a.get(k) != b.get(k))
+        differ = sorted(k for k in set(a) | set(b) if k not in free and a.get(k) != b.get(k))
         if not mine.attribute_space.same_values(theirs.attribute_space):
             differ.append("attributes")  # the training labels' marginals may differ: they are the data's
         if differ:
             raise ValueError(f"{source}: another model than this run's (it differs in {', '.join(differ)})")
         state = (checkpoint.get("training_state") or {}).get("trainer")
-        self.model.load_state_dict(state["model"] if state else checkpoint["model"])
+        if from_package:
+            prefix = "decoder."
+            weights = {k.removeprefix(prefix): v for k, v in checkpoint["model"].items() if k.startswith(prefix)}
+            self.model.decoder.load_state_dict(weights)
+        else:
+            self.model.load_state_dict(state["model"] if state else checkpoint["model"])
         if self.ema is not None:
             ema = state.get("ema") if state else checkpoint.get("decoder_ema")
             self.ema.load_state_dict(ema if ema is not None else self.model.decoder.state_dict())

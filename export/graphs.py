@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from aae.model import AAE, images_uint8
+from synthgen.core.package import ENCODER_LOG_VAR_OUTPUT, ENCODER_OUTPUT
 
 log = logging.getLogger(__name__)
 # torch's exporter logs every rewrite pass at INFO through these
@@ -57,15 +58,28 @@ def decoder_inputs(model: AAE) -> dict[str, torch.Tensor]:
     return examples
 
 
+def encoder_outputs(model: AAE) -> list[str]:
+    """The encoder graph's outputs: the (mean) code, and a gaussian posterior's log-variance beside it."""
+    return [ENCODER_OUTPUT, ENCODER_LOG_VAR_OUTPUT] if model.encoder.gaussian else [ENCODER_OUTPUT]
+
+
 class EncoderImageHead(nn.Module):
-    """images [B, H, W, C] uint8 -> z [B, latent_dim] float32, the inverse direction of the decoder head."""
+    """images [B, H, W, C] uint8 -> z [B, latent_dim] float32, the inverse direction of the decoder head.
+
+    An AAE with a gaussian posterior also gives the log-variance of q(z|x) (``z_log_var``), so that tools without
+    torch can draw z ~ q(z|x) as well as take its mean.
+    """
 
     def __init__(self, model: AAE) -> None:
         super().__init__()
         self.encoder = model.encoder
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    def forward(self, images: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         x = images.permute(0, 3, 1, 2).to(torch.float32) / 255.0  # [B, C, H, W] in [0, 1]
+        if self.encoder.gaussian:
+            mean, log_var = self.encoder.distribution(x)
+            assert log_var is not None
+            return mean, log_var
         z: torch.Tensor = self.encoder(x)
         return z
 
@@ -82,11 +96,12 @@ class GraphStats:
         return dict(vars(self))
 
 
-def export_graph(module: nn.Module, examples: dict[str, torch.Tensor], output_name: str, path: Path) -> None:
+def export_graph(module: nn.Module, examples: dict[str, torch.Tensor], output_name: str | list[str], path: Path) -> None:
     """Export with torch's torch.export-based exporter and check the result.
 
     ``examples``: one example tensor per graph input, by name, in the order of ``module.forward``'s arguments;
-    every input shares the dynamic batch axis 0.
+    every input shares the dynamic batch axis 0. ``output_name``: one name, or one per output of a module that
+    returns a tuple.
     """
     batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
     with warnings.catch_warnings():
@@ -97,7 +112,7 @@ def export_graph(module: nn.Module, examples: dict[str, torch.Tensor], output_na
             module.eval(),
             tuple(examples.values()),
             input_names=list(examples),
-            output_names=[output_name],
+            output_names=[output_name] if isinstance(output_name, str) else output_name,
             dynamic_shapes=tuple({0: batch} for _ in examples),  # every argument's axis 0
             opset_version=OPSET,
             dynamo=True,

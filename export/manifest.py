@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from synthgen.core.attributes import AttributeSpace
-from synthgen.core.package import MANIFEST_FORMAT, sha256_file
+from synthgen.core.package import ENCODER_LOG_VAR_OUTPUT, ENCODER_OUTPUT, MANIFEST_FORMAT, sha256_file
 
 
 def _creator() -> str:
@@ -84,11 +84,13 @@ def build_manifest(
         manifest["encoder"] = {
             "file": "encoder.onnx",
             "input": "images",
-            "output": "z",
+            "output": ENCODER_OUTPUT,
             "input_dtype": "uint8",
             "output_dtype": "float32",
             "layout": "NHWC",
         }
+        if config.get("posterior") == "gaussian":
+            manifest["encoder"]["log_var_output"] = ENCODER_LOG_VAR_OUTPUT
     return manifest
 
 

@@ -30,6 +30,7 @@ from export.graphs import (
     check_graph,
     convert_fp16,
     decoder_inputs,
+    encoder_outputs,
     export_graph,
     read_metadata,
     simplify_if_it_helps,
@@ -83,7 +84,7 @@ def _export_graphs(model: AAE, staging: Path, with_encoder: bool) -> tuple[dict[
         encoder = EncoderImageHead(model).eval()
         size = config.image_size
         example = torch.zeros(2, size, size, config.channels, dtype=torch.uint8)
-        export_graph(encoder, {"images": example}, "z", staging / "encoder.onnx")
+        export_graph(encoder, {"images": example}, encoder_outputs(model), staging / "encoder.onnx")
         with torch.no_grad():
             images = decoder(*(torch.from_numpy(x) for x in feeds.values())).numpy()
         parity["encoder"] = _check(

@@ -5,6 +5,7 @@ A conditional decoder's parity inputs pair those latents with attributes drawn f
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,9 +77,17 @@ def _count(feeds: Feeds) -> int:
     return len(next(iter(feeds.values())))
 
 
+def _joined(outputs: Sequence[np.ndarray]) -> np.ndarray:
+    """A graph's outputs side by side on their last axis (a graph with one output: that output)."""
+    return outputs[0] if len(outputs) == 1 else np.concatenate(list(outputs), axis=-1)
+
+
 def _run_batched(session: ort.InferenceSession, feeds: Feeds, batch: int) -> np.ndarray:
     return np.concatenate(
-        [session.run(None, {name: x[i : i + batch] for name, x in feeds.items()})[0] for i in range(0, _count(feeds), batch)]
+        [
+            _joined(session.run(None, {name: x[i : i + batch] for name, x in feeds.items()}))
+            for i in range(0, _count(feeds), batch)
+        ]
     )
 
 
@@ -89,7 +98,8 @@ def compare(module: nn.Module, onnx_path: Path, feeds: Feeds, bound: float, unit
     """
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     with torch.no_grad():
-        want = module.eval()(*(torch.from_numpy(x) for x in feeds.values())).numpy().astype(np.float64)
+        out = module.eval()(*(torch.from_numpy(x) for x in feeds.values()))
+        want = _joined([t.numpy() for t in (out if isinstance(out, tuple) else (out,))]).astype(np.float64)
     worst, total, n = 0.0, 0.0, 0
     for batch in BATCH_SIZES:
         got = _run_batched(session, feeds, batch).astype(np.float64)

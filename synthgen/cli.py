@@ -61,7 +61,9 @@ def _train_config(args: argparse.Namespace) -> AAEConfig:
     return AAEConfig(
         prior=prior,
         kind=args.kind,
-        **_architecture(args, "image_size", "latent_dim", "base_width", "disc_hidden", "upsample", "decoder_norm", "res_blocks"),
+        **_architecture(
+            args, "image_size", "latent_dim", "base_width", "disc_hidden", "upsample", "decoder_norm", "res_blocks", "posterior"
+        ),
     )
 
 
@@ -76,7 +78,12 @@ def _fine_tuned_config(args: argparse.Namespace) -> AAEConfig:
             f"--init {args.init}: no checkpoint there (expected a run folder or a .pt of synthgen train, or a model package)"
         )
     config = AAEConfig.from_dict(read_start(args.init, args.seed)["config"])
-    given = _architecture(args, "image_size", "latent_dim", "base_width", "disc_hidden", "upsample", "decoder_norm", "res_blocks")
+    if is_package(args.init) and args.posterior is not None:
+        # a package gives the decoder alone: the new encoder may take another posterior
+        config = AAEConfig.from_dict({**config.to_dict(), "posterior": args.posterior})
+    given = _architecture(
+        args, "image_size", "latent_dim", "base_width", "disc_hidden", "upsample", "decoder_norm", "res_blocks", "posterior"
+    )
     given.update(kind=args.kind, prior=args.prior)
     theirs = {**config.to_dict(), "prior": config.prior["kind"]}
     differ = {k: v for k, v in given.items() if theirs.get(k) != v}
@@ -180,7 +187,7 @@ def _train_options(args: argparse.Namespace) -> TrainOptions:
         frequency_weight=args.frequency_weight,
         shared_encoder=args.shared_encoder,
         gen_weight=args.gen_weight,
-        disc_steps=args.disc_steps,
+        disc_steps=_given(args.disc_steps, chosen.disc_steps),
         adversary=_adversary_options(args),
         teacher=_teacher_options(args),
         ema_kimg=_given(args.ema_kimg, chosen.ema_kimg),
@@ -529,7 +536,11 @@ def _add_evaluate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p.add_argument("--seed", type=int, default=0)
     g = p.add_argument_group("--compare: train the AE, VAE and AAE with one budget and compare them")
     g.add_argument("--compare", action="store_true")
-    g.add_argument("--kinds", default="ae-raw,ae,vae,aae", help="ae-raw: the AE with a plain linear code layer")
+    g.add_argument(
+        "--kinds",
+        default="ae-raw,ae,vae,aae",
+        help="ae-raw: the AE with a plain linear code layer; aae-gaussian: the AAE with a gaussian posterior",
+    )
     g.add_argument("--reuse", action="store_true", help="keep runs whose checkpoint and metrics match this budget")
     g.add_argument("--count", type=_positive_int, default=10000, help="avatars to train on")
     g.add_argument("--epochs", type=_positive_int, default=3)
@@ -600,7 +611,9 @@ def _add_train(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--no-amp", action="store_true", help="no bfloat16 autocast on CUDA")
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast on CPU too (AMX)")
     p.add_argument("--channels-last", action="store_true", help="NHWC memory format for the convolutions")
-    p.add_argument("--recipe", default="default", help="a named recipe of aae/recipes.py (default, sharp, v3, v4, v6); flags win")
+    p.add_argument(
+        "--recipe", default="default", help="a named recipe of aae/recipes.py (default, sharp, v3, v4, v6, v7); flags win"
+    )
     p.add_argument("--data", default="avatars", help="'avatars', 'lfw', or a folder of images")
     p.add_argument(
         "--conditional",
@@ -651,9 +664,21 @@ def _add_train(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     g.add_argument("--no-export-ema", action="store_true", help="with --ema-kimg: tools still use the live decoder")
     g.add_argument("--lr-reconstruction", type=_positive_float, default=1e-3)
     g = p.add_argument_group("latent game (AAE)")
+    g.add_argument(
+        "--posterior",
+        default=None,
+        choices=["deterministic", "gaussian"],
+        help="q(z|x): z = f(x), or z = mu(x) + sigma(x) * eps (default: deterministic; with --init PACKAGE the new "
+        "encoder may take either)",
+    )
     g.add_argument("--lr-discriminator", type=_positive_float, default=None, help="default: the recipe's")
     g.add_argument("--lr-generator", type=_positive_float, default=None, help="default: the recipe's")
-    g.add_argument("--disc-steps", type=_positive_int, default=1, help="latent discriminator updates per mini-batch")
+    g.add_argument(
+        "--disc-steps",
+        type=_positive_int,
+        default=None,
+        help="latent discriminator updates per mini-batch (default: the recipe's)",
+    )
     g.add_argument("--shared-encoder", action="store_true", help="one encoder forward for reconstruction and generator")
     g.add_argument("--gen-weight", type=_positive_float, default=0.2, help="--shared-encoder: generator/recon gradient ratio")
     g = p.add_argument_group("image adversary (any kind)")

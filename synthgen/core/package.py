@@ -16,6 +16,8 @@ from synthgen.core.attributes import AttributeSpace
 from synthgen.core.errors import ModelPackageError
 
 MANIFEST_FORMAT = "synthgen.model-package/1"
+ENCODER_OUTPUT = "z"  # encoder.onnx's code: z, or the mean of q(z|x)
+ENCODER_LOG_VAR_OUTPUT = "z_log_var"  # and an AAE's gaussian posterior's log-variance beside it
 
 
 @lru_cache
@@ -90,6 +92,12 @@ class ModelPackage:
     def encoder_path(self) -> Path | None:
         entry = self.manifest.get("encoder")
         return self.path / str(entry["file"]) if entry else None
+
+    @property
+    def encoder_log_var_output(self) -> str | None:
+        """The encoder graph's log-variance output, where its q(z|x) is a Gaussian (None: deterministic codes)."""
+        entry = self.manifest.get("encoder") or {}
+        return entry.get("log_var_output")
 
     @property
     def classifier_path(self) -> Path | None:
