@@ -18,7 +18,9 @@ from export.package import export_package  # noqa: E402
 
 
 def _config(**changes: object) -> AAEConfig:
-    return AAEConfig(**{"image_size": 32, "latent_dim": 6, "base_width": 8, "disc_hidden": 16, "posterior": "gaussian", **changes})
+    return AAEConfig(
+        **{"image_size": 32, "latent_dim": 6, "base_width": 8, "disc_hidden": 16, "posterior": "gaussian", **changes}
+    )
 
 
 def test_training_codes_are_draws_and_inference_codes_their_mean() -> None:
@@ -108,3 +110,25 @@ def test_a_package_fine_tune_may_give_the_new_encoder_a_gaussian_posterior(
     assert main(again) == 2
     said = capsys.readouterr()
     assert "a fine-tune keeps the checkpoint's architecture" in said.out + said.err
+
+
+def test_the_v7_recipe_strengthens_the_latent_discriminator_and_flags_win() -> None:
+    from synthgen.cli import _train_options, build_parser
+
+    parser = build_parser()
+    v7 = _train_options(parser.parse_args(["train", "--recipe", "v7", "--conditional", "--posterior", "gaussian"]))
+    assert (v7.lr_discriminator, v7.lr_generator, v7.disc_steps) == (4e-4, 1e-4, 2)
+    assert v7.config.posterior == "gaussian" and v7.adversary is not None and v7.teacher is not None
+    mine = _train_options(parser.parse_args(["train", "--recipe", "v7", "--disc-steps", "3", "--lr-generator", "2e-4"]))
+    assert (mine.disc_steps, mine.lr_generator) == (3, 2e-4)
+    assert _train_options(parser.parse_args(["train"])).disc_steps == 1  # the default recipe's
+
+
+def test_the_comparison_has_an_aae_with_a_gaussian_posterior() -> None:
+    from aae.compare import CompareOptions, variant
+
+    assert variant("aae-gaussian") == ("aae", {"posterior": "gaussian"})
+    assert variant("ae-raw") == ("ae", {"normalize_codes": False})
+    assert CompareOptions().train_options("aae-gaussian").config.posterior == "gaussian"
+    with pytest.raises(ValueError, match="aae-gaussian"):
+        variant("gan")
