@@ -70,9 +70,9 @@ class CompareOptions:
     sizes: EvalSizes = field(default_factory=EvalSizes)
 
     def train_options(self, name: str) -> TrainOptions:
-        kind, options = variant(name)
+        kind, changes = variant(name)
         config = AAEConfig(
-            image_size=self.image_size, latent_dim=self.latent_dim, base_width=self.base_width, kind=kind, **options
+            image_size=self.image_size, latent_dim=self.latent_dim, base_width=self.base_width, kind=kind, **changes
         )
         options = TrainOptions(
             data=self.data,

@@ -104,6 +104,9 @@ def _widths(config: AAEConfig) -> list[int]:
 class Encoder(nn.Module):
     """Image [B, C, H, W] in [0, 1] -> latent code z [B, latent_dim]."""
 
+    code_mean: torch.Tensor  # buffers of the code normalization: the prior's per-dimension moments
+    code_std: torch.Tensor
+
     def __init__(self, config: AAEConfig) -> None:
         super().__init__()
         layers: list[nn.Module] = []
@@ -147,7 +150,7 @@ class Encoder(nn.Module):
             if self.normalize:
                 norm = self.code_norm
                 assert norm.running_mean is not None and norm.running_var is not None
-                scale = self.code_std / torch.sqrt(norm.running_var + norm.eps)
+                scale = torch.rsqrt(norm.running_var + norm.eps) * self.code_std
                 mu = (mu - norm.running_mean) * scale + self.code_mean
                 logvar = logvar + 2 * torch.log(scale)
             return mu, logvar
