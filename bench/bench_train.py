@@ -115,13 +115,16 @@ def phase_options(size: int, batch: int) -> list[tuple[str, TrainOptions]]:
 
 def conditional_options(size: int, batch: int, attributes: dict[str, Any]) -> list[tuple[str, TrainOptions]]:
     """avatars-64 v4's training as it runs (bf16, channels_last, EMA, no image adversary), conditional, then with
-    its attribute teacher (active from the first step)."""
+    its attribute teacher (active from the first step), v6's patch adversary on prior samples, and v7's gaussian
+    posterior with its latent game (two discriminator updates per mini-batch)."""
     config = AAEConfig(image_size=size, base_width=48, attributes=attributes)
     base = TrainOptions(batch_size=batch, bf16=True, channels_last=True, ema_kimg=10.0, conditional=True, config=config)
-    return [
-        ("conditional (bf16, channels_last, EMA)", base),
-        ("+ attribute teacher", replace(base, teacher=TeacherOptions(start=0))),
-    ]
+    rows = [("conditional (bf16, channels_last, EMA)", base)]
+    rows.append(("+ attribute teacher", replace(base, teacher=TeacherOptions(start=0))))
+    rows.append(("+ image adversary (prior fakes)", replace(rows[-1][1], adversary=AdversaryOptions(start=0, fakes="prior"))))
+    v7 = replace(rows[-1][1], config=replace(config, posterior="gaussian"), disc_steps=2)
+    rows.append(("+ gaussian posterior, 2 discriminator steps", v7))
+    return rows
 
 
 def phases_table(size: int, data: torch.Tensor, steps: int, batch: int, device: torch.device) -> list[str]:
