@@ -41,6 +41,19 @@ class Recipe:
         )
 
 
+# v4 with the image adversary after its fix (R1 on StyleGAN2's scale, 0.01), on decoded prior samples: the
+# lowest sample SWD of a short ranking against v4 (bench/results/ablation-adversary/README.md); a long run
+# should check that image_disc stays below 2
+V6 = Recipe(
+    "v4 and a patch adversary on decoded prior samples (hinge, R1 0.01 on pixels in [-1, 1], adaptive weight, after 500 steps)",
+    adversary=AdversaryOptions(start=500, fakes="prior"),
+    teacher=TeacherOptions(),
+    ema_kimg=10.0,
+    lr_discriminator=1e-4,
+    lr_generator=4e-4,
+)
+
+
 RECIPES: dict[str, Recipe] = {
     "default": Recipe("the decoder trained on the pixel loss alone; the latent game at equal learning rates"),
     # variant g of the ablation: the lowest sample SWD on the same budget
@@ -73,28 +86,15 @@ RECIPES: dict[str, Recipe] = {
         lr_discriminator=1e-4,
         lr_generator=4e-4,
     ),
-    # v4 with the image adversary after its fix (R1 on StyleGAN2's scale, 0.01), on decoded prior samples: the
-    # lowest sample SWD of a short ranking against v4 (bench/results/ablation-adversary/README.md); a long run
-    # should check that image_disc stays below 2
-    "v6": Recipe(
-        "v4 and a patch adversary on decoded prior samples (hinge, R1 0.01 on pixels in [-1, 1], adaptive weight, "
-        "after 500 steps)",
-        adversary=AdversaryOptions(start=500, fakes="prior"),
-        teacher=TeacherOptions(),
-        ema_kimg=10.0,
-        lr_discriminator=1e-4,
-        lr_generator=4e-4,
-    ),
+    "v6": V6,
     # v6 with the latent game turned round: v6's generator at 4x its discriminator's learning rate chased the
     # discriminator, which sat at chance while a fresh one told v6's codes from prior samples 86% of the time
     # after 25 steps; here the discriminator learns 4x faster than the generator, twice per mini-batch. Meant with
     # a gaussian posterior (--posterior gaussian): bench/results/ablation-posterior/README.md
-    "v7": Recipe(
-        "v6 with a stronger latent discriminator (discriminator lr 4e-4, two updates per mini-batch; generator lr "
-        "1e-4); meant for an encoder with a gaussian posterior",
-        adversary=AdversaryOptions(start=500, fakes="prior"),
-        teacher=TeacherOptions(),
-        ema_kimg=10.0,
+    "v7": replace(
+        V6,
+        description="v6 with a stronger latent discriminator (discriminator lr 4e-4, two updates per mini-batch; "
+        "generator lr 1e-4); meant for an encoder with a gaussian posterior",
         lr_discriminator=4e-4,
         lr_generator=1e-4,
         disc_steps=2,
