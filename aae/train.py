@@ -48,6 +48,9 @@ class TrainOptions:
     epochs: int = 10
     batch_size: int = 64
     lr_reconstruction: float = 1e-3
+    # the encoder's learning rate in the reconstruction phase (None: lr_reconstruction): below it, the AAE's
+    # regularization phase gets a larger share of the encoder's updates
+    lr_encoder_reconstruction: float | None = None
     lr_discriminator: float = 2e-4
     lr_generator: float = 2e-4
     seed: int = 0
@@ -160,8 +163,17 @@ class Trainer:
         # bfloat16 autocast: no loss scaling needed, and the losses are computed in float32
         self.amp = (options.amp and device.type == "cuda") or (options.bf16 and device.type == "cpu")
         m = self.model
+        # one parameter group, as runs from before the encoder's own rate were written (their --resume loads it)
+        groups: list[dict[str, Any]] = [{"params": list(m.encoder.parameters()) + list(m.decoder.parameters())}]
+        if options.lr_encoder_reconstruction is not None:
+            groups = [
+                {"params": list(m.encoder.parameters()), "lr": options.lr_encoder_reconstruction},
+                {"params": list(m.decoder.parameters())},
+            ]
         self.opt_autoencoder = torch.optim.Adam(
-            list(m.encoder.parameters()) + list(m.decoder.parameters()), lr=options.lr_reconstruction, betas=BETAS
+            groups,
+            lr=options.lr_reconstruction,
+            betas=BETAS,
         )
         self.adversary = ImageAdversary(options.adversary, config.channels, device, BETAS) if options.adversary else None
         if self.adversary is not None:

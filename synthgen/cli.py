@@ -170,6 +170,7 @@ def _train_options(args: argparse.Namespace) -> TrainOptions:
         epochs=args.epochs or 10,
         batch_size=args.batch_size,
         lr_reconstruction=args.lr_reconstruction,
+        lr_encoder_reconstruction=args.lr_encoder_reconstruction,
         lr_discriminator=_given(args.lr_discriminator, chosen.lr_discriminator),
         lr_generator=_given(args.lr_generator, chosen.lr_generator),
         seed=args.seed,
@@ -663,6 +664,12 @@ def _add_train(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     g.add_argument("--no-export-ema", action="store_true", help="with --ema-kimg: tools still use the live decoder")
     g.add_argument("--lr-reconstruction", type=_positive_float, default=1e-3)
+    g.add_argument(
+        "--lr-encoder-reconstruction",
+        type=_positive_float,
+        default=None,
+        help="the encoder's learning rate in the reconstruction phase (default: --lr-reconstruction)",
+    )
     g = p.add_argument_group("latent game (AAE)")
     g.add_argument(
         "--posterior",

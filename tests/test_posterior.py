@@ -132,3 +132,20 @@ def test_the_comparison_has_an_aae_with_a_gaussian_posterior() -> None:
     assert CompareOptions().train_options("aae-gaussian").config.posterior == "gaussian"
     with pytest.raises(ValueError, match="aae-gaussian"):
         variant("gan")
+
+
+def test_the_encoder_may_take_its_own_rate_in_the_reconstruction_phase() -> None:
+    from aae.train import build_trainer
+
+    config = _config()
+    plain = build_trainer(config, TrainOptions(config=config), torch.device("cpu")).opt_autoencoder
+    assert [g["lr"] for g in plain.param_groups] == [1e-3]  # one group, as earlier runs' optimizers
+    options = TrainOptions(lr_encoder_reconstruction=1e-4, config=config)
+    trainer = build_trainer(config, options, torch.device("cpu"))
+    encoder, decoder = trainer.opt_autoencoder.param_groups
+    assert (encoder["lr"], decoder["lr"]) == (1e-4, 1e-3)
+    assert {id(p) for p in encoder["params"]} == {id(p) for p in trainer.model.encoder.parameters()}
+    from synthgen.cli import _train_options, build_parser
+
+    args = build_parser().parse_args(["train", "--lr-encoder-reconstruction", "2e-4"])
+    assert _train_options(args).lr_encoder_reconstruction == 2e-4
