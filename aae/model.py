@@ -136,30 +136,34 @@ class Encoder(nn.Module):
     def _normalized(self, h: torch.Tensor) -> torch.Tensor:
         return self.code_norm(h) * self.code_std + self.code_mean if self.normalize else h
 
+    def _head(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The encoder's raw outputs: (code or mean, log-variance); the log-variance None for a deterministic encoder."""
+        h = self.to_latent(self.features(x * 2 - 1).flatten(1))  # the input is centred on 0
+        if not self.stochastic:
+            return h, None
+        return h[:, : self.latent_dim], h[:, self.latent_dim :]
+
     def distribution(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(mean code, log-variance) of q(z|x); the log-variance is None for a deterministic encoder.
 
         A gaussian posterior's moments are those of its normalized draw at inference, where the normalization is
         the fixed affine map of its running statistics: z = a * (mu + sigma * eps) + b = (a mu + b) + (a sigma) eps.
         """
-        h = self.to_latent(self.features(x * 2 - 1).flatten(1))  # the input is centred on 0
-        if self.variational:
-            return h[:, : self.latent_dim], h[:, self.latent_dim :]
-        if self.gaussian:
-            mu, logvar = h[:, : self.latent_dim], h[:, self.latent_dim :]
-            if self.normalize:
-                norm = self.code_norm
-                assert norm.running_mean is not None and norm.running_var is not None
-                scale = torch.rsqrt(norm.running_var + norm.eps) * self.code_std
-                mu = (mu - norm.running_mean) * scale + self.code_mean
-                logvar = logvar + 2 * torch.log(scale)
-            return mu, logvar
-        return self._normalized(h), None
+        mu, logvar = self._head(x)
+        if logvar is None:
+            return self._normalized(mu), None
+        if self.gaussian and self.normalize:
+            norm = self.code_norm
+            assert norm.running_mean is not None and norm.running_var is not None
+            scale = torch.rsqrt(norm.running_var + norm.eps) * self.code_std
+            mu = (mu - norm.running_mean) * scale + self.code_mean
+            logvar = logvar + 2 * torch.log(scale)
+        return mu, logvar  # the VAE's: never normalized
 
     def sample(self, x: torch.Tensor) -> torch.Tensor:
         """A gaussian posterior's training code: z ~ q(z|x), drawn before the normalization (batch statistics)."""
-        h = self.to_latent(self.features(x * 2 - 1).flatten(1))
-        mu, logvar = h[:, : self.latent_dim], h[:, self.latent_dim :]
+        mu, logvar = self._head(x)
+        assert logvar is not None
         return self._normalized(mu + torch.randn_like(mu) * torch.exp(0.5 * logvar))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
