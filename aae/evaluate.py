@@ -194,10 +194,15 @@ def swd_metrics(samples: np.ndarray, data: EvalData, sizes: EvalSizes) -> dict[s
 def prior_fit_metrics(generator: Generator, data: EvalData, sizes: EvalSizes) -> dict[str, Any]:
     """MMD^2 with a permutation test, and per-dimension KS, of encoded held-out images against the prior."""
     codes = generator.encode(data.held_out[: sizes.prior_codes], sample=True, seed=sizes.seed)
+    return {"available": True, "codes_are": generator.codes_description(sample=True), **codes_prior_fit(generator, codes, sizes)}
+
+
+def codes_prior_fit(generator: Generator, codes: np.ndarray, sizes: EvalSizes) -> dict[str, Any]:
+    """``prior_fit`` of any codes [N, latent_dim] against as many of the generator's prior samples (seed + 1)."""
     prior = generator.sample_z(len(codes), sizes.seed + 1)
     marginals = prior_marginals(generator.prior, generator.latent_dim)
     fit = prior_fit(codes.astype(np.float64), prior.astype(np.float64), sizes.permutations, sizes.seed, marginals)
-    return {"available": True, "codes_are": generator.codes_description(sample=True), **fit.to_dict()}
+    return fit.to_dict()
 
 
 class LabelsUnavailable(RuntimeError):

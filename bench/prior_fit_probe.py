@@ -21,34 +21,31 @@ from typing import Any
 import numpy as np
 import torch
 
-from aae.evaluate import EvalSizes, load_eval_data, prior_fit_metrics
+from aae.evaluate import EvalSizes, codes_prior_fit, load_eval_data
 from aae.generators import CheckpointGenerator
-from aae.metrics import prior_fit, prior_marginals, sliced_wasserstein
+from aae.metrics import sliced_wasserstein
+from aae.model import AAEConfig, LatentDiscriminator
 
 
 def code_spread(codes: np.ndarray) -> dict[str, float]:
-    """The smallest and largest eigenvalue of the codes' covariance, and their ratio."""
+    """The smallest and largest eigenvalue of the codes' covariance."""
     eigenvalues = np.linalg.eigvalsh(np.cov(codes.T))
     return {"min": round(float(eigenvalues[0]), 4), "max": round(float(eigenvalues[-1]), 4)}
 
 
 def classifier_two_sample_test(codes: np.ndarray, prior: np.ndarray, steps: int = 300, seed: int = 0) -> float:
-    """Held-out accuracy of an MLP (two hidden layers of 512, as the latent discriminator) telling codes from prior
-    samples: trained on three quarters of each, tested on the rest."""
+    """Held-out accuracy of a fresh latent discriminator (unconditional, of the default width) telling codes from
+    prior samples: trained on three quarters of each, tested on the rest."""
     torch.manual_seed(seed)
     a, b = torch.from_numpy(codes).float(), torch.from_numpy(prior).float()
     cut_a, cut_b = 3 * len(a) // 4, 3 * len(b) // 4
-    dim = a.shape[1]
-    net = torch.nn.Sequential(
-        torch.nn.Linear(dim, 512), torch.nn.LeakyReLU(0.2), torch.nn.Linear(512, 512), torch.nn.LeakyReLU(0.2),
-        torch.nn.Linear(512, 1),
-    )  # fmt: skip
+    net = LatentDiscriminator(AAEConfig(latent_dim=a.shape[1]))
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-4, betas=(0.5, 0.999))
     generator = torch.Generator().manual_seed(seed)
     for _ in range(steps):
         fake = a[torch.randint(0, cut_a, (64,), generator=generator)]
         real = b[torch.randint(0, cut_b, (64,), generator=generator)]
-        logits = net(torch.cat([real, fake])).squeeze(1)
+        logits = net(torch.cat([real, fake]))
         target = torch.cat([torch.ones(64), torch.zeros(64)])
         loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, target)
         optimizer.zero_grad()
@@ -63,24 +60,23 @@ def probe(checkpoint: str, cache_dir: str, swd_images: int) -> dict[str, Any]:
     sizes = EvalSizes().fitted(max(2 * swd_images, 1000))
     generator = CheckpointGenerator(checkpoint)
     data = load_eval_data(generator, sizes, cache_dir=cache_dir)
-    sampled = prior_fit_metrics(generator, data, sizes)
-    means = generator.encode(data.held_out[: sizes.prior_codes]).astype(np.float64)
-    prior = generator.sample_z(len(means), sizes.seed + 1).astype(np.float64)
-    marginals = prior_marginals(generator.prior, generator.latent_dim)
-    mean_fit = prior_fit(means, prior, sizes.permutations, sizes.seed, marginals).to_dict()
-    draws = generator.encode(data.held_out[: sizes.prior_codes], sample=True, seed=sizes.seed)
+    faces = data.held_out[: sizes.prior_codes]
+    draws = generator.encode(faces, sample=True, seed=sizes.seed)  # the card's codes (aae.evaluate.prior_fit_metrics)
+    means = generator.encode(faces)
+    sampled, mean_fit = codes_prior_fit(generator, draws, sizes), codes_prior_fit(generator, means, sizes)
+    prior = generator.sample_z(len(means), sizes.seed + 1)
     c2st = {
-        "posterior_samples": classifier_two_sample_test(draws.astype(np.float32), prior.astype(np.float32)),
-        "mean_codes": classifier_two_sample_test(means.astype(np.float32), prior.astype(np.float32)),
+        "posterior_samples": classifier_two_sample_test(draws, prior),
+        "mean_codes": classifier_two_sample_test(means, prior),
     }
     samples = generator.decode(generator.sample_inputs(sizes.swd, sizes.seed))
     swd = sliced_wasserstein(samples, data.held_out[: sizes.swd], per_image=sizes.patches, seed=sizes.seed)
     keys = ("mmd2", "p_value", "ks_max", "ks_mean")
     return {
         "checkpoint": checkpoint,
-        "prior_fit": {"codes_are": sampled["codes_are"], **{k: sampled[k] for k in keys}},
+        "prior_fit": {"codes_are": generator.codes_description(sample=True), **{k: sampled[k] for k in keys}},
         "prior_fit_mean_codes": {k: mean_fit[k] for k in keys},
-        "mean_code_covariance_eigenvalues": code_spread(means),
+        "mean_code_covariance_eigenvalues": code_spread(means.astype(np.float64)),
         "classifier_two_sample_accuracy": c2st,
         "sample_swd_x1e3": {"per_level": [round(v, 2) for v in swd.per_level], "average": round(swd.average, 2)},
         "images": sizes.swd,
