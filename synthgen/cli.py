@@ -43,6 +43,19 @@ def _positive_float(text: str) -> float:
     return value
 
 
+# the AAEConfig fields `synthgen train` takes as flags (a fine-tune repeats its checkpoint's; see _fine_tuned_config)
+TRAIN_ARCHITECTURE = (
+    "image_size",
+    "latent_dim",
+    "base_width",
+    "disc_hidden",
+    "upsample",
+    "decoder_norm",
+    "res_blocks",
+    "posterior",
+)
+
+
 def _architecture(args: argparse.Namespace, *names: str) -> dict[str, Any]:
     """The architecture options given on the command line; the others keep AAEConfig's defaults (one place)."""
     return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
@@ -61,9 +74,7 @@ def _train_config(args: argparse.Namespace) -> AAEConfig:
     return AAEConfig(
         prior=prior,
         kind=args.kind,
-        **_architecture(
-            args, "image_size", "latent_dim", "base_width", "disc_hidden", "upsample", "decoder_norm", "res_blocks", "posterior"
-        ),
+        **_architecture(args, *TRAIN_ARCHITECTURE),
     )
 
 
@@ -81,9 +92,7 @@ def _fine_tuned_config(args: argparse.Namespace) -> AAEConfig:
     if is_package(args.init) and args.posterior is not None:
         # a package gives the decoder alone: the new encoder may take another posterior
         config = AAEConfig.from_dict({**config.to_dict(), "posterior": args.posterior})
-    given = _architecture(
-        args, "image_size", "latent_dim", "base_width", "disc_hidden", "upsample", "decoder_norm", "res_blocks", "posterior"
-    )
+    given = _architecture(args, *TRAIN_ARCHITECTURE)
     given.update(kind=args.kind, prior=args.prior)
     theirs = {**config.to_dict(), "prior": config.prior["kind"]}
     differ = {k: v for k, v in given.items() if theirs.get(k) != v}
