@@ -128,7 +128,8 @@ def test_single_images_that_reach_the_api_together_travel_as_one_request_and_eac
         callers = [asyncio.ensure_future(api.decode("tiny@1", "abc", z)) for z in rows]
         await asyncio.sleep(0.2)
         messages = await client.lrange(K.INTERACTIVE_REQUESTS_KEY, 0, -1)
-        requests = [InteractiveRequest.decode(bytes(m)) for m in messages]
+        # the two requests leave on tasks of their own, so they may reach the list in either order
+        requests = sorted((InteractiveRequest.decode(bytes(m)) for m in messages), key=lambda r: float(r.z[0, 0]))
         assert [len(r.z) for r in requests] == [8, 1]
         assert np.array_equal(np.concatenate([r.z for r in requests])[:, 0], np.arange(9))
         for request in requests:  # the worker's reply: each row's value as an image
