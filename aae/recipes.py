@@ -24,6 +24,7 @@ class Recipe:
     lr_discriminator: float = TrainOptions.lr_discriminator
     lr_generator: float = TrainOptions.lr_generator
     disc_steps: int = TrainOptions.disc_steps
+    prior_sliced_weight: float = TrainOptions.prior_sliced_weight
 
     def apply(self, options: TrainOptions, steps: int | None = None) -> TrainOptions:
         """``options`` with this recipe; with a budget of ``steps``, the adversary's warm-up is at most a quarter of it."""
@@ -38,6 +39,7 @@ class Recipe:
             lr_discriminator=self.lr_discriminator,
             lr_generator=self.lr_generator,
             disc_steps=self.disc_steps,
+            prior_sliced_weight=self.prior_sliced_weight,
         )
 
 

@@ -33,6 +33,7 @@ from aae.labels import LABEL_FILES, load_labels
 from aae.losses import reconstruction_loss
 from aae.model import AAE, AAEConfig, images_uint8
 from aae.package_start import is_package, package_checkpoint
+from aae.prior_matching import sliced_wasserstein_to_prior
 from aae.priors import build_prior
 from synthgen.core.files import atomic_file
 
@@ -73,6 +74,9 @@ class TrainOptions:
     shared_encoder: bool = False
     gen_weight: float = 0.2
     disc_steps: int = 1  # AAE: latent discriminator updates per mini-batch
+    # AAE: the generator's loss adds this times the squared sliced Wasserstein distance of the codes to the prior
+    # (aae/prior_matching.py); 0: the discriminator alone
+    prior_sliced_weight: float = 0.0
     adversary: AdversaryOptions | None = None  # the image adversary, an added phase for any kind
     # a conditional model only: an attribute teacher (aae/attribute_teacher.py), an added phase
     teacher: TeacherOptions | None = None
@@ -94,6 +98,10 @@ class TrainOptions:
             raise ValueError("the attribute teacher needs a conditional model (--conditional)")
         if self.decoder_frozen_steps < 0:
             raise ValueError(f"decoder_frozen_steps must be >= 0, got {self.decoder_frozen_steps}")
+        if self.prior_sliced_weight < 0:
+            raise ValueError(f"prior_sliced_weight must be >= 0, got {self.prior_sliced_weight}")
+        if self.prior_sliced_weight and self.config.kind != "aae":
+            raise ValueError("the sliced prior term is part of the AAE's regularization phase (kind 'aae')")
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if k != "config"}
@@ -125,6 +133,7 @@ class StepLosses:
     kl: float | None = None  # VAE only: KL(q(z|x) || p(z)) per image, in nats
     recon_loss: float | None = None  # the training loss when it is not the MSE
     gen_weight: float | None = None  # AAE with a shared encoder forward: the generator gradient's scale
+    prior_sliced: float | None = None  # AAE with the sliced prior term: squared SW2 of the codes to the prior
     image_disc: float | None = None  # the image adversary (see aae/image_adversary.py)
     image_gen: float | None = None
     image_weight: float | None = None
@@ -434,11 +443,25 @@ class AAETrainer(Trainer):
 
         # Phase 2b: the encoder, as generator, learns to make its codes pass for prior samples.
         with self.autocast():
-            logits_gen = m.discriminator(m.encoder(x), self.condition).float()
+            z = m.encoder(x)
+            logits_gen = m.discriminator(z, self.condition).float()
             gen_loss = F.binary_cross_entropy_with_logits(logits_gen, torch.ones_like(logits_gen))
-        self._update(self.opt_generator, gen_loss)
-        losses = replace(losses, discriminator=disc_loss, generator=gen_loss.item(), disc_accuracy=accuracy)
+        sliced = self._prior_sliced(z)
+        self._update(self.opt_generator, gen_loss if sliced is None else gen_loss + self.options.prior_sliced_weight * sliced)
+        losses = replace(
+            losses,
+            discriminator=disc_loss,
+            generator=gen_loss.item(),
+            disc_accuracy=accuracy,
+            prior_sliced=None if sliced is None else sliced.item(),
+        )
         return self._added_phases(x, fakes, losses)
+
+    def _prior_sliced(self, z: torch.Tensor) -> torch.Tensor | None:
+        """The sliced prior term of the codes (float32, outside autocast), or None when its weight is 0."""
+        if not self.options.prior_sliced_weight:
+            return None
+        return sliced_wasserstein_to_prior(z.float(), self.prior)
 
     def _latent_discriminator(self, z_fake: torch.Tensor) -> tuple[float, float]:
         """``disc_steps`` updates on prior samples (label 1) against the codes (label 0); (loss, accuracy) of the last."""
@@ -477,12 +500,20 @@ class AAETrainer(Trainer):
         with self.autocast():
             logits_gen = m.discriminator(z_leaf, self.condition).float()
             gen_loss = F.binary_cross_entropy_with_logits(logits_gen, torch.ones_like(logits_gen))
-        (g_gen,) = torch.autograd.grad(gen_loss, z_leaf)
+        sliced = self._prior_sliced(z_leaf)
+        (g_gen,) = torch.autograd.grad(gen_loss if sliced is None else gen_loss + self.options.prior_sliced_weight * sliced, z_leaf)
         m.discriminator.requires_grad_(True)
         scale = self.options.gen_weight * float(g_rec.norm() / (g_gen.norm() + 1e-12))
         z.backward(g_rec + scale * g_gen)
         self.opt_autoencoder.step()
-        losses = replace(losses, discriminator=disc_loss, generator=gen_loss.item(), disc_accuracy=accuracy, gen_weight=scale)
+        losses = replace(
+            losses,
+            discriminator=disc_loss,
+            generator=gen_loss.item(),
+            disc_accuracy=accuracy,
+            gen_weight=scale,
+            prior_sliced=None if sliced is None else sliced.item(),
+        )
         return self._added_phases(x, fakes, losses)
 
 

@@ -43,6 +43,13 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text}")
+    return value
+
+
 # the AAEConfig fields `synthgen train` takes as flags (a fine-tune repeats its checkpoint's; see _fine_tuned_config)
 TRAIN_ARCHITECTURE = (
     "image_size",
@@ -198,6 +205,7 @@ def _train_options(args: argparse.Namespace) -> TrainOptions:
         shared_encoder=args.shared_encoder,
         gen_weight=args.gen_weight,
         disc_steps=_given(args.disc_steps, chosen.disc_steps),
+        prior_sliced_weight=_given(args.prior_sliced_weight, chosen.prior_sliced_weight),
         adversary=_adversary_options(args),
         teacher=_teacher_options(args),
         ema_kimg=_given(args.ema_kimg, chosen.ema_kimg),
@@ -694,6 +702,13 @@ def _add_train(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         type=_positive_int,
         default=None,
         help="latent discriminator updates per mini-batch (default: the recipe's)",
+    )
+    g.add_argument(
+        "--prior-sliced-weight",
+        type=_non_negative_float,
+        default=None,
+        help="the generator's loss adds this times the squared sliced Wasserstein distance of the codes to the prior "
+        "(default: the recipe's; 0: the discriminator alone)",
     )
     g.add_argument("--shared-encoder", action="store_true", help="one encoder forward for reconstruction and generator")
     g.add_argument("--gen-weight", type=_positive_float, default=0.2, help="--shared-encoder: generator/recon gradient ratio")
