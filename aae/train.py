@@ -501,7 +501,9 @@ class AAETrainer(Trainer):
             logits_gen = m.discriminator(z_leaf, self.condition).float()
             gen_loss = F.binary_cross_entropy_with_logits(logits_gen, torch.ones_like(logits_gen))
         sliced = self._prior_sliced(z_leaf)
-        (g_gen,) = torch.autograd.grad(gen_loss if sliced is None else gen_loss + self.options.prior_sliced_weight * sliced, z_leaf)
+        (g_gen,) = torch.autograd.grad(
+            gen_loss if sliced is None else gen_loss + self.options.prior_sliced_weight * sliced, z_leaf
+        )
         m.discriminator.requires_grad_(True)
         scale = self.options.gen_weight * float(g_rec.norm() / (g_gen.norm() + 1e-12))
         z.backward(g_rec + scale * g_gen)
