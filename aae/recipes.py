@@ -23,6 +23,7 @@ class Recipe:
     ema_kimg: float | None = None
     lr_discriminator: float = TrainOptions.lr_discriminator
     lr_generator: float = TrainOptions.lr_generator
+    lr_encoder_reconstruction: float | None = TrainOptions.lr_encoder_reconstruction
     disc_steps: int = TrainOptions.disc_steps
     prior_sliced_weight: float = TrainOptions.prior_sliced_weight
 
@@ -38,6 +39,7 @@ class Recipe:
             ema_kimg=self.ema_kimg,
             lr_discriminator=self.lr_discriminator,
             lr_generator=self.lr_generator,
+            lr_encoder_reconstruction=self.lr_encoder_reconstruction,
             disc_steps=self.disc_steps,
             prior_sliced_weight=self.prior_sliced_weight,
         )

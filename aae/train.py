@@ -33,7 +33,7 @@ from aae.labels import LABEL_FILES, load_labels
 from aae.losses import reconstruction_loss
 from aae.model import AAE, AAEConfig, images_uint8
 from aae.package_start import is_package, package_checkpoint
-from aae.prior_matching import sliced_wasserstein_to_prior
+from aae.prior_matching import PriorSlicer
 from aae.priors import build_prior
 from synthgen.core.files import atomic_file
 
@@ -418,6 +418,8 @@ class AAETrainer(Trainer):
         m = self.model
         self.opt_discriminator = torch.optim.Adam(m.discriminator.parameters(), lr=options.lr_discriminator, betas=BETAS)
         self.opt_generator = torch.optim.Adam(m.encoder.parameters(), lr=options.lr_generator, betas=BETAS)
+        weighted = options.prior_sliced_weight > 0
+        self.prior_slicer = PriorSlicer(self.prior, config.latent_dim, device) if weighted else None
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         named = {**super().optimizers(), "discriminator": self.opt_discriminator}
@@ -461,7 +463,17 @@ class AAETrainer(Trainer):
         """The sliced prior term of the codes (float32, outside autocast), or None when its weight is 0."""
         if not self.options.prior_sliced_weight:
             return None
-        return sliced_wasserstein_to_prior(z.float(), self.prior)
+        assert self.prior_slicer is not None
+        return self.prior_slicer(z.float())
+
+    def state_dict(self) -> dict[str, Any]:
+        slicer = self.prior_slicer
+        return {**super().state_dict(), "prior_slicer": slicer.state_dict() if slicer else None}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        if self.prior_slicer is not None and state.get("prior_slicer") is not None:
+            self.prior_slicer.load_state_dict(state["prior_slicer"])
 
     def _latent_discriminator(self, z_fake: torch.Tensor) -> tuple[float, float]:
         """``disc_steps`` updates on prior samples (label 1) against the codes (label 0); (loss, accuracy) of the last."""

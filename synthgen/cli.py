@@ -186,7 +186,7 @@ def _train_options(args: argparse.Namespace) -> TrainOptions:
         epochs=args.epochs or 10,
         batch_size=args.batch_size,
         lr_reconstruction=args.lr_reconstruction,
-        lr_encoder_reconstruction=args.lr_encoder_reconstruction,
+        lr_encoder_reconstruction=_given(args.lr_encoder_reconstruction, chosen.lr_encoder_reconstruction),
         lr_discriminator=_given(args.lr_discriminator, chosen.lr_discriminator),
         lr_generator=_given(args.lr_generator, chosen.lr_generator),
         seed=args.seed,
@@ -685,7 +685,7 @@ def _add_train(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--lr-encoder-reconstruction",
         type=_positive_float,
         default=None,
-        help="the encoder's learning rate in the reconstruction phase (default: --lr-reconstruction)",
+        help="the encoder's learning rate in the reconstruction phase (default: the recipe's, else --lr-reconstruction)",
     )
     g = p.add_argument_group("latent game (AAE)")
     g.add_argument(

@@ -10,44 +10,84 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from aae.model import AAEConfig  # noqa: E402
-from aae.prior_matching import directions, sliced_wasserstein_to_prior  # noqa: E402
+from aae.prior_matching import PriorSlicer, random_directions, sliced_distance  # noqa: E402
 from aae.priors import GaussianPrior, build_prior  # noqa: E402
 from aae.train import TrainOptions, read_checkpoint, train  # noqa: E402
 
 
-def test_the_directions_are_the_axes_then_random_unit_vectors() -> None:
-    theta = directions(5, 7, torch.device("cpu"))
-    assert theta.shape == (12, 5)
-    assert torch.equal(theta[:5], torch.eye(5))
-    assert torch.allclose(theta.norm(dim=1), torch.ones(12))
+def _slicer(prior: object, dim: int, **options: object) -> PriorSlicer:
+    return PriorSlicer(prior, dim, torch.device("cpu"), **options)  # type: ignore[arg-type]
 
 
-def test_prior_samples_are_near_and_codes_of_another_spread_or_shape_are_far() -> None:
+def test_the_directions_are_the_axes_the_covariance_s_eigenvectors_and_random_unit_vectors() -> None:
+    torch.manual_seed(0)
+    slicer = _slicer(GaussianPrior(5), 5, random=7, momentum=1.0)
+    codes = torch.randn(4000, 5) * torch.tensor([1.0, 1.0, 1.0, 1.0, 3.0])
+    codes[:, :2] = codes[:, :2] @ torch.tensor([[1.0, 0.9], [0.0, 0.44]])  # correlated first two coordinates
+    axes, eigenvectors, drawn = slicer.directions(codes)
+    assert torch.equal(axes, torch.eye(5)) and drawn.shape == (7, 5)
+    assert torch.allclose(drawn.norm(dim=1), torch.ones(7)) and torch.allclose(random_directions(3, 5, torch.device("cpu")).norm(dim=1), torch.ones(3))
+    assert torch.allclose(eigenvectors @ eigenvectors.T, torch.eye(5), atol=1e-5)
+    assert abs(float(eigenvectors[-1, 4])) > 0.99  # the widest direction: the fifth coordinate
+    diagonal = torch.tensor([1.0, 1.0]) / 2**0.5  # the two correlated coordinates' shared direction
+    assert max(abs(float(v[:2] @ diagonal)) for v in eigenvectors) > 0.95
+
+
+def test_the_running_covariance_is_a_resumable_average() -> None:
+    slicer = _slicer(GaussianPrior(3), 3, momentum=0.5)
+    codes = torch.tensor([[1.0, 0.0, 0.0], [-1.0, 0.0, 0.0]])
+    slicer.directions(codes)
+    assert torch.allclose(slicer.covariance, torch.diag(torch.tensor([1.5, 0.5, 0.5])))
+    other = _slicer(GaussianPrior(3), 3)
+    other.load_state_dict(slicer.state_dict())
+    assert torch.equal(other.covariance, slicer.covariance)
+
+
+def test_prior_samples_are_near_and_codes_of_another_spread_shape_or_covariance_are_far() -> None:
     torch.manual_seed(0)
     prior = GaussianPrior(8)
-    matched = sliced_wasserstein_to_prior(prior.sample(1024), prior, random_directions=8).item()
-    squeezed = torch.tensor([0.2] * 4 + [1.0] * 4)
-    squeezed = sliced_wasserstein_to_prior(prior.sample(1024) * squeezed, prior, random_directions=8).item()
+
+    def term(codes: torch.Tensor) -> float:
+        slicer = _slicer(prior, 8, random=8, momentum=1.0)
+        return slicer(codes).item()
+
+    matched = term(prior.sample(1024))
+    squeezed = term(prior.sample(1024) * torch.tensor([0.2] * 4 + [1.0] * 4))
     # one coordinate two-valued (+-1): unit variance and zero mean as the prior, only its shape differs
     signs = prior.sample(1024)
     signs[:, 0] = torch.sign(signs[:, 0])
-    bimodal = sliced_wasserstein_to_prior(signs, prior, random_directions=8).item()
     assert matched < 0.01
-    assert squeezed > 10 * matched and bimodal > 4 * matched
+    assert squeezed > 10 * matched and term(signs) > 3 * matched
+
+
+def test_the_eigenvectors_find_a_covariance_that_random_directions_miss() -> None:
+    """32 dimensions, half of the variance along 16 hidden directions and a tenth as much along the others: the
+    mean variance, and so a random direction's, is about 1."""
+    torch.manual_seed(2)
+    dim = 32
+    rotation = torch.linalg.qr(torch.randn(dim, dim)).Q
+    spread = torch.tensor([1.8] * 16 + [0.2] * 16).sqrt()
+    codes = (torch.randn(4096, dim) * spread) @ rotation.T
+    prior = GaussianPrior(dim)
+    slicer = _slicer(prior, dim, momentum=1.0)
+    axes, eigenvectors, drawn = slicer.directions(codes)
+    along = {name: sliced_distance(codes, g, prior).mean().item() for name, g in (("eigen", eigenvectors), ("random", drawn))}
+    assert along["eigen"] > 5 * along["random"]
 
 
 def test_the_gradient_moves_codes_onto_the_prior() -> None:
     torch.manual_seed(1)
     prior = build_prior({"kind": "gaussian", "std": 1.0}, 4)
+    slicer = _slicer(prior, 4)
     codes = (torch.randn(512, 4) * torch.tensor([3.0, 0.3, 1.0, 1.0]) + 2.0).requires_grad_(True)
     optimizer = torch.optim.Adam([codes], lr=0.05)
-    start = sliced_wasserstein_to_prior(codes, prior).item()
+    start = slicer(codes).item()
     for _ in range(300):
-        loss = sliced_wasserstein_to_prior(codes, prior)
+        loss = slicer(codes)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-    assert sliced_wasserstein_to_prior(codes, prior).item() < start / 50
+    assert slicer(codes).item() < start / 50
     assert torch.allclose(codes.detach().std(0), torch.ones(4), atol=0.1)
     assert torch.allclose(codes.detach().mean(0), torch.zeros(4), atol=0.1)
 
