@@ -26,7 +26,9 @@ def test_the_directions_are_the_axes_the_covariance_s_eigenvectors_and_random_un
     codes[:, :2] = codes[:, :2] @ torch.tensor([[1.0, 0.9], [0.0, 0.44]])  # correlated first two coordinates
     axes, eigenvectors, drawn = slicer.directions(codes)
     assert torch.equal(axes, torch.eye(5)) and drawn.shape == (7, 5)
-    assert torch.allclose(drawn.norm(dim=1), torch.ones(7)) and torch.allclose(random_directions(3, 5, torch.device("cpu")).norm(dim=1), torch.ones(3))
+    assert torch.allclose(drawn.norm(dim=1), torch.ones(7)) and torch.allclose(
+        random_directions(3, 5, torch.device("cpu")).norm(dim=1), torch.ones(3)
+    )
     assert torch.allclose(eigenvectors @ eigenvectors.T, torch.eye(5), atol=1e-5)
     assert abs(float(eigenvectors[-1, 4])) > 0.99  # the widest direction: the fifth coordinate
     diagonal = torch.tensor([1.0, 1.0]) / 2**0.5  # the two correlated coordinates' shared direction
@@ -70,7 +72,7 @@ def test_the_eigenvectors_find_a_covariance_that_random_directions_miss() -> Non
     codes = (torch.randn(4096, dim) * spread) @ rotation.T
     prior = GaussianPrior(dim)
     slicer = _slicer(prior, dim, momentum=1.0)
-    axes, eigenvectors, drawn = slicer.directions(codes)
+    _axes, eigenvectors, drawn = slicer.directions(codes)
     along = {name: sliced_distance(codes, g, prior).mean().item() for name, g in (("eigen", eigenvectors), ("random", drawn))}
     assert along["eigen"] > 5 * along["random"]
 
