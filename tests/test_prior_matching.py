@@ -123,6 +123,11 @@ def test_the_flag_defaults_to_the_recipe_and_refuses_a_negative_weight(capsys: p
     assert _train_options(parser.parse_args(["train", "--recipe", "v7"])).prior_sliced_weight == 0.0
     given = parser.parse_args(["train", "--recipe", "v7", "--prior-sliced-weight", "2.5"])
     assert _train_options(given).prior_sliced_weight == 2.5
+    v8 = _train_options(parser.parse_args(["train", "--recipe", "v8", "--conditional", "--posterior", "gaussian"]))
+    assert v8.prior_sliced_weight > 0 and v8.lr_encoder_reconstruction == 3e-4
+    assert (v8.lr_discriminator, v8.lr_generator, v8.disc_steps) == (4e-4, 1e-4, 2)  # v7's game
+    mine = parser.parse_args(["train", "--recipe", "v8", "--prior-sliced-weight", "0", "--lr-encoder-reconstruction", "1e-3"])
+    assert (_train_options(mine).prior_sliced_weight, _train_options(mine).lr_encoder_reconstruction) == (0.0, 1e-3)
     with pytest.raises(SystemExit):
         parser.parse_args(["train", "--prior-sliced-weight", "-1"])
     assert "expected a finite number >= 0" in capsys.readouterr().err
