@@ -343,6 +343,17 @@ def _posterior_text(model: dict[str, Any]) -> str:
     )
 
 
+def _prior_matching_text(model: dict[str, Any]) -> str:
+    weight = model.get("prior_sliced_weight")
+    if not weight:
+        return ""
+    return (
+        f"Besides the discriminator, a sliced Wasserstein term (weight {weight:g}) pulled the codes onto the prior in "
+        "training: their projections on the axes, on their covariance's eigenvectors and on random directions, against "
+        "the prior's quantiles. "
+    )
+
+
 def _conditional_text(generator: Generator) -> str:
     space = generator.attributes
     if not space:
@@ -388,7 +399,7 @@ def render_card(
 ## The model
 
 {model["name"]} is {KIND_NAMES.get(model["kind"], model["kind"])}. Its decoder turns a latent z of {generator.latent_dim}
-dimensions, drawn from the prior {_prior_text(generator.prior)}, into a {size}×{size} RGB face. {_posterior_text(model)}{_conditional_text(generator)}{_measured_on(model)}
+dimensions, drawn from the prior {_prior_text(generator.prior)}, into a {size}×{size} RGB face. {_posterior_text(model)}{_prior_matching_text(model)}{_conditional_text(generator)}{_measured_on(model)}
 
 {_training_text(metrics["training"])}
 

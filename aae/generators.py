@@ -259,4 +259,7 @@ class PackageGenerator(Generator):
             "sha256": self.package.sha256,
             "config": _config_summary(manifest.get("config", {})),
         }
+        sliced = manifest.get("training", {}).get("prior_sliced_weight")
+        if sliced:
+            extra["prior_sliced_weight"] = sliced
         return {**super().describe(), "name": self.package.name, "ref": self.package.ref, **extra}

@@ -918,6 +918,7 @@ def _summary(
         "batch_size": options.batch_size,
         "seconds": round(seconds, 1),
         "kind": options.config.kind,
+        "prior_sliced_weight": options.prior_sliced_weight,
         "device": str(device),
         "final_losses": last or None,
         "torch": str(torch.__version__),

@@ -106,7 +106,19 @@ def test_training_logs_the_term_and_the_options_refuse_what_it_cannot_do(tmp_pat
     checkpoint = train(options)
     lines = (tmp_path / "run" / "losses.jsonl").read_text().splitlines()
     assert lines and all('"prior_sliced"' in line for line in lines)
-    assert read_checkpoint(checkpoint)["options"]["prior_sliced_weight"] == 1.0
+    saved = read_checkpoint(checkpoint)
+    assert saved["options"]["prior_sliced_weight"] == 1.0
+    assert saved["training_state"]["trainer"]["prior_slicer"]["covariance"].shape == (6, 6)  # resumes with the run
+    # the package's training summary keeps the weight, and its card says what pulled the codes onto the prior
+    from aae.card import _prior_matching_text
+    from aae.generators import PackageGenerator
+    from export.package import export_package
+
+    export_package(checkpoint, tmp_path / "models" / "s", name="s", version="1")
+    described = PackageGenerator(tmp_path / "models" / "s").describe()
+    assert described["prior_sliced_weight"] == 1.0
+    assert "a sliced Wasserstein term (weight 1)" in _prior_matching_text(described)
+    assert _prior_matching_text({"name": "plain"}) == ""
     shared = TrainOptions(**{**options.__dict__, "shared_encoder": True, "out_dir": str(tmp_path / "shared")})
     train(shared)
     assert '"prior_sliced"' in (tmp_path / "shared" / "losses.jsonl").read_text()
