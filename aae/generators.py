@@ -56,9 +56,9 @@ class TorchEncoder:
     @torch.no_grad()
     def _run(self, images: np.ndarray, sample: bool, generator: torch.Generator) -> np.ndarray:
         x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div(255)
-        mu, logvar = self.model.encoder.distribution(x)
-        if sample and logvar is not None:
-            mu = mu + torch.randn(mu.shape, generator=generator) * torch.exp(0.5 * logvar)
+        mu, scale = self.model.encoder.posterior(x)
+        if sample and scale is not None:
+            mu = mu + (scale @ torch.randn(mu.shape, generator=generator).unsqueeze(-1)).squeeze(-1)
         out: np.ndarray = mu.numpy().astype(np.float32)
         return out
 
@@ -88,21 +88,26 @@ class OnnxDecoder:
 
 class OnnxEncoder:
     """A package's ``encoder.onnx``: uint8 NHWC images -> z (for a VAE, the posterior mean). An encoder whose q(z|x)
-    is a Gaussian (``log_var_output``) also gives its log-variance, and ``sample`` then draws z ~ q(z|x)."""
+    is a Gaussian also gives its log-variance (``log_var_output``), or after a latent calibration its scale matrix
+    (``scale_output``), and ``sample`` then draws z ~ q(z|x)."""
 
-    def __init__(self, path: Path, log_var_output: str | None = None) -> None:
+    def __init__(self, path: Path, log_var_output: str | None = None, scale_output: str | None = None) -> None:
         import onnxruntime as ort
 
         self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         self.log_var_output = log_var_output
-        self.variational = log_var_output is not None
+        self.scale_output = scale_output
+        self.variational = log_var_output is not None or scale_output is not None
 
     def _run(self, images: np.ndarray, sample: bool, rng: np.random.Generator) -> np.ndarray:
         feed = {"images": np.ascontiguousarray(images)}
-        if not (sample and self.log_var_output):
+        if not (sample and self.variational):
             return np.asarray(self.session.run([ENCODER_OUTPUT], feed)[0], dtype=np.float32)
-        mean, log_var = self.session.run([ENCODER_OUTPUT, self.log_var_output], feed)
-        z = mean + rng.standard_normal(mean.shape) * np.exp(0.5 * log_var)
+        spread = self.scale_output or self.log_var_output
+        mean, moments = self.session.run([ENCODER_OUTPUT, spread], feed)
+        noise = rng.standard_normal(mean.shape)
+        # z = mean + S eps, or mean + sigma * eps
+        z = mean + (np.einsum("bij,bj->bi", moments, noise) if self.scale_output else noise * np.exp(0.5 * moments))
         return np.asarray(z, dtype=np.float32)
 
     def __call__(self, images: np.ndarray, sample: bool = False, seed: int = 0) -> np.ndarray:
@@ -226,7 +231,8 @@ class CheckpointGenerator(Generator):
 
 def _package_encoder(package: ModelPackage, checkpoint: str | Path | None) -> tuple[Encoder | None, str]:
     if package.encoder_path is not None:
-        return OnnxEncoder(package.encoder_path, package.encoder_log_var_output), f"the package's {package.encoder_path.name}"
+        encoder = OnnxEncoder(package.encoder_path, package.encoder_log_var_output, package.encoder_scale_output)
+        return encoder, f"the package's {package.encoder_path.name}"
     if checkpoint is None:
         return None, "the package has no encoder.onnx and no --checkpoint was given"
     if sha256_file(Path(checkpoint)) != package.manifest["checkpoint_sha256"]:

@@ -42,6 +42,10 @@ class AAEConfig:
     # q(z) can fill the prior even where the images leave z little to say (a conditional model, whose labels carry
     # most of the face): a deterministic encoder can only spread its codes over a thin manifold of the prior there.
     posterior: str = "deterministic"
+    # A latent calibration (aae/latent_calibration.py): after training, an affine map that whitens the codes of the
+    # training images ends the encoder, and its inverse is folded into the decoder's first layer. Reconstructions
+    # are unchanged; prior samples then decode from the Gaussian that fits the codes.
+    latent_calibrated: bool = False
     # The decoder. The defaults are the original DCGAN-style one (ConvTranspose 4x4 stride 2, BatchNorm), which
     # checkpoints written before these options rebuild. "nearest"/"bilinear": resize then a 3x3 convolution
     # (no checkerboard artifacts, Odena et al. 2016); "group": GroupNorm, the same in training and inference.
@@ -67,6 +71,11 @@ class AAEConfig:
             raise ValueError(f"posterior must be one of {', '.join(POSTERIORS)}, got {self.posterior!r}")
         if self.posterior == "gaussian" and self.kind != "aae":
             raise ValueError(f"a gaussian posterior is the AAE's option (the VAE has its own), not for kind {self.kind!r}")
+        self._check_decoder()
+
+    def _check_decoder(self) -> None:
+        if self.latent_calibrated and self.kind == "vae":
+            raise ValueError("a latent calibration is for the AAE and the AE (the VAE's KL term sets its codes' moments)")
         if self.upsample not in UPSAMPLINGS:
             raise ValueError(f"upsample must be one of {', '.join(UPSAMPLINGS)}, got {self.upsample!r}")
         if self.decoder_norm not in DECODER_NORMS:
@@ -106,6 +115,8 @@ class Encoder(nn.Module):
 
     code_mean: torch.Tensor  # buffers of the code normalization: the prior's per-dimension moments
     code_std: torch.Tensor
+    calibration_matrix: torch.Tensor  # buffers of a latent calibration: z -> M (z - c)
+    calibration_offset: torch.Tensor
 
     def __init__(self, config: AAEConfig) -> None:
         super().__init__()
@@ -132,9 +143,19 @@ class Encoder(nn.Module):
             self.code_norm = nn.BatchNorm1d(config.latent_dim, affine=False)
             self.register_buffer("code_mean", torch.from_numpy(mean))
             self.register_buffer("code_std", torch.from_numpy(std))
+        self.calibrated = config.latent_calibrated
+        if self.calibrated:  # set by aae/latent_calibration.py; the identity until then
+            self.register_buffer("calibration_matrix", torch.eye(config.latent_dim))
+            self.register_buffer("calibration_offset", torch.zeros(config.latent_dim))
 
     def _normalized(self, h: torch.Tensor) -> torch.Tensor:
         return self.code_norm(h) * self.code_std + self.code_mean if self.normalize else h
+
+    def _calibrated(self, z: torch.Tensor) -> torch.Tensor:
+        """The latent calibration's whitening, z -> M (z - c); the identity for an encoder without one."""
+        if not self.calibrated:
+            return z
+        return (z - self.calibration_offset.to(z.dtype)) @ self.calibration_matrix.to(z.dtype).T
 
     def _head(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The encoder's raw outputs: (code or mean, log-variance); the log-variance None for a deterministic encoder."""
@@ -149,6 +170,13 @@ class Encoder(nn.Module):
         A gaussian posterior's moments are those of its normalized draw at inference, where the normalization is
         the fixed affine map of its running statistics: z = a * (mu + sigma * eps) + b = (a mu + b) + (a sigma) eps.
         """
+        if self.calibrated and self.stochastic:
+            raise ValueError("a calibrated gaussian posterior has a full covariance: use Encoder.posterior")
+        mean, logvar = self._moments(x)
+        return self._calibrated(mean), logvar
+
+    def _moments(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(mean, log-variance) of the normalized code, before any latent calibration."""
         mu, logvar = self._head(x)
         if logvar is None:
             return self._normalized(mu), None
@@ -160,18 +188,29 @@ class Encoder(nn.Module):
             logvar = logvar + 2 * torch.log(scale)
         return mu, logvar  # the VAE's: never normalized
 
+    def posterior(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(mean code, scale S) of q(z|x) = N(mean, S S^T) at inference: S [B, D, D] is diagonal, exp(log-variance /
+        2), unless a latent calibration rotated it; None for a deterministic encoder."""
+        mean, logvar = self._moments(x)
+        if logvar is None:
+            return self._calibrated(mean), None
+        scale = torch.diag_embed(torch.exp(0.5 * logvar))
+        if self.calibrated:
+            scale = self.calibration_matrix.to(scale.dtype) @ scale
+        return self._calibrated(mean), scale
+
     def sample(self, x: torch.Tensor) -> torch.Tensor:
         """A gaussian posterior's training code: z ~ q(z|x), drawn before the normalization (batch statistics)."""
         mu, logvar = self._head(x)
         assert logvar is not None
-        return self._normalized(mu + torch.randn_like(mu) * torch.exp(0.5 * logvar))
+        return self._calibrated(self._normalized(mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The code: z for the AAE and the AE, the posterior mean for the VAE; a gaussian posterior's draw in training
         mode (what the AAE's phases train on) and its mean at inference."""
         if self.gaussian and self.training:
             return self.sample(x)
-        return self.distribution(x)[0]
+        return self.posterior(x)[0]
 
 
 def _groups(channels: int) -> int:
@@ -232,11 +271,18 @@ class Decoder(nn.Module):
     The last conv and the sigmoid run in float32 even under autocast, so the image keeps its precision.
     """
 
+    calibration_inverse: torch.Tensor  # buffers of a latent calibration: z -> M^-1 z + c
+    calibration_offset: torch.Tensor
+
     def __init__(self, config: AAEConfig) -> None:
         super().__init__()
         widths = list(reversed(_widths(config)))
         self.first_width = widths[0]
         self.condition_dim = config.condition_dim
+        self.calibrated = config.latent_calibrated
+        if self.calibrated:  # the inverse of the encoder's calibration: z -> M^-1 z + c (aae/latent_calibration.py)
+            self.register_buffer("calibration_inverse", torch.eye(config.latent_dim))
+            self.register_buffer("calibration_offset", torch.zeros(config.latent_dim))
         self.from_latent = nn.Sequential(
             nn.Linear(config.latent_dim + self.condition_dim, widths[0] * 4 * 4, bias=config.decoder_norm == "none"),
             _norm(config.decoder_norm, widths[0], flat=widths[0] * 4 * 4),
@@ -254,6 +300,8 @@ class Decoder(nn.Module):
         return self.features[-1]
 
     def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        if self.calibrated:
+            z = z @ self.calibration_inverse.to(z.dtype).T + self.calibration_offset.to(z.dtype)
         if self.condition_dim:
             if y is None:
                 raise ValueError(f"a conditional decoder needs its condition y [B, {self.condition_dim}]")

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from aae.model import AAE, images_uint8
-from synthgen.core.package import ENCODER_LOG_VAR_OUTPUT, ENCODER_OUTPUT
+from synthgen.core.package import ENCODER_LOG_VAR_OUTPUT, ENCODER_OUTPUT, ENCODER_SCALE_OUTPUT
 
 log = logging.getLogger(__name__)
 # torch's exporter logs every rewrite pass at INFO through these
@@ -59,15 +59,19 @@ def decoder_inputs(model: AAE) -> dict[str, torch.Tensor]:
 
 
 def encoder_outputs(model: AAE) -> list[str]:
-    """The encoder graph's outputs: the (mean) code, and a gaussian posterior's log-variance beside it."""
-    return [ENCODER_OUTPUT, ENCODER_LOG_VAR_OUTPUT] if model.encoder.gaussian else [ENCODER_OUTPUT]
+    """The encoder graph's outputs: the (mean) code, and beside it a gaussian posterior's log-variance, or its scale
+    matrix once a latent calibration has rotated it."""
+    if not model.encoder.gaussian:
+        return [ENCODER_OUTPUT]
+    return [ENCODER_OUTPUT, ENCODER_SCALE_OUTPUT if model.encoder.calibrated else ENCODER_LOG_VAR_OUTPUT]
 
 
 class EncoderImageHead(nn.Module):
     """images [B, H, W, C] uint8 -> z [B, latent_dim] float32, the inverse direction of the decoder head.
 
-    An AAE with a gaussian posterior also gives the log-variance of q(z|x) (``z_log_var``), so that tools without
-    torch can draw z ~ q(z|x) as well as take its mean.
+    An AAE with a gaussian posterior also gives the log-variance of q(z|x) (``z_log_var``), or after a latent
+    calibration its scale matrix (``z_scale``), so that tools without torch can draw z ~ q(z|x) as well as take its
+    mean.
     """
 
     def __init__(self, model: AAE) -> None:
@@ -76,6 +80,10 @@ class EncoderImageHead(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         x = images.permute(0, 3, 1, 2).to(torch.float32) / 255.0  # [B, C, H, W] in [0, 1]
+        if self.encoder.gaussian and self.encoder.calibrated:
+            mean, scale = self.encoder.posterior(x)
+            assert scale is not None
+            return mean, scale
         if self.encoder.gaussian:
             mean, log_var = self.encoder.distribution(x)
             assert log_var is not None

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from synthgen.core.attributes import AttributeSpace
-from synthgen.core.package import ENCODER_LOG_VAR_OUTPUT, ENCODER_OUTPUT, MANIFEST_FORMAT, sha256_file
+from synthgen.core.package import ENCODER_LOG_VAR_OUTPUT, ENCODER_OUTPUT, ENCODER_SCALE_OUTPUT, MANIFEST_FORMAT, sha256_file
 
 
 def _creator() -> str:
@@ -89,7 +89,9 @@ def build_manifest(
             "output_dtype": "float32",
             "layout": "NHWC",
         }
-        if config.get("posterior") == "gaussian":
+        if config.get("posterior") == "gaussian" and config.get("latent_calibrated"):
+            manifest["encoder"]["scale_output"] = ENCODER_SCALE_OUTPUT
+        elif config.get("posterior") == "gaussian":
             manifest["encoder"]["log_var_output"] = ENCODER_LOG_VAR_OUTPUT
     return manifest
 

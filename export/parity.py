@@ -78,8 +78,8 @@ def _count(feeds: Feeds) -> int:
 
 
 def _joined(outputs: Sequence[np.ndarray]) -> np.ndarray:
-    """A graph's outputs side by side on their last axis (a graph with one output: that output)."""
-    return outputs[0] if len(outputs) == 1 else np.concatenate(list(outputs), axis=-1)
+    """A graph's outputs side by side, each flattened to a row per item (a graph with one output: that output)."""
+    return outputs[0] if len(outputs) == 1 else np.concatenate([o.reshape(len(o), -1) for o in outputs], axis=-1)
 
 
 def _run_batched(session: ort.InferenceSession, feeds: Feeds, batch: int) -> np.ndarray:

@@ -273,6 +273,22 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from aae.latent_calibration import CalibrationError, calibrate
+
+    try:
+        record = calibrate(args.checkpoint, args.out, args.images, args.seed, args.cache_dir)
+    except CalibrationError as e:
+        _say(f"error: {args.checkpoint}: {e}")
+        return 2
+    eigenvalues = record["eigenvalues_before"]
+    _say(
+        f"{args.out}: the codes of {record['images']} training images ({record['codes']}) whitened; their covariance's "
+        f"eigenvalues ran from {eigenvalues[0]:.3g} to {eigenvalues[-1]:.3g}"
+    )
+    return 0
+
+
 def cmd_classifier_train(args: argparse.Namespace) -> int:
     from aae.classifier import ClassifierOptions, load_classifier, train_classifier
 
@@ -780,6 +796,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--classifier", metavar="CKPT", default=None, help="ship this attribute classifier as classifier.onnx")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser(
+        "calibrate",
+        help="whiten a trained model's codes: an affine map at the encoder's end, its inverse at the decoder's start",
+    )
+    p.add_argument("checkpoint", help="a checkpoint written by synthgen train (an AAE or an AE)")
+    p.add_argument("--out", required=True, help="the calibrated checkpoint, for export (e.g. runs/NAME/calibrated.pt)")
+    p.add_argument("--images", type=_positive_int, default=10000, help="training images whose codes the map is fitted on")
+    p.add_argument("--seed", type=int, default=0, help="picks the images, and draws a gaussian posterior's samples")
+    p.add_argument("--cache-dir", default="cache")
+    p.set_defaults(func=cmd_calibrate)
 
     p = sub.add_parser("generate", help="generate images in-process (no server, no Redis), or on a server with --server")
     p.add_argument("--count", type=_positive_int, default=None, help="required, unless --identities and --per-identity say it")

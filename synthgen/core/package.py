@@ -18,6 +18,8 @@ from synthgen.core.errors import ModelPackageError
 MANIFEST_FORMAT = "synthgen.model-package/1"
 ENCODER_OUTPUT = "z"  # encoder.onnx's code: z, or the mean of q(z|x)
 ENCODER_LOG_VAR_OUTPUT = "z_log_var"  # and an AAE's gaussian posterior's log-variance beside it
+# or, once a latent calibration has rotated that posterior, its scale matrix S [B, D, D]: z = mean + S eps
+ENCODER_SCALE_OUTPUT = "z_scale"
 
 
 @lru_cache
@@ -98,6 +100,12 @@ class ModelPackage:
         """The encoder graph's log-variance output, where its q(z|x) is a Gaussian (None: deterministic codes)."""
         entry = self.manifest.get("encoder") or {}
         return entry.get("log_var_output")
+
+    @property
+    def encoder_scale_output(self) -> str | None:
+        """The encoder graph's posterior scale output, where a latent calibration rotated its Gaussian q(z|x)."""
+        entry = self.manifest.get("encoder") or {}
+        return entry.get("scale_output")
 
     @property
     def classifier_path(self) -> Path | None:
