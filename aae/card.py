@@ -354,6 +354,19 @@ def _prior_matching_text(model: dict[str, Any]) -> str:
     )
 
 
+def _calibration_text(model: dict[str, Any]) -> str:
+    record = model.get("latent_calibration")
+    if not record:
+        return ""
+    eigenvalues = record.get("eigenvalues_before") or [float("nan")]
+    return (
+        f"After training, a latent calibration whitened the codes: an affine map fitted on {record['images']} training "
+        f"images' {record['codes']} (their covariance's eigenvalues ran from {eigenvalues[0]:.2g} to "
+        f"{eigenvalues[-1]:.2g}) ends the encoder, and its inverse starts the decoder. Reconstructions are unchanged; a "
+        "prior sample decodes from the Gaussian that fits the training codes. "
+    )
+
+
 def _conditional_text(generator: Generator) -> str:
     space = generator.attributes
     if not space:
@@ -399,7 +412,7 @@ def render_card(
 ## The model
 
 {model["name"]} is {KIND_NAMES.get(model["kind"], model["kind"])}. Its decoder turns a latent z of {generator.latent_dim}
-dimensions, drawn from the prior {_prior_text(generator.prior)}, into a {size}×{size} RGB face. {_posterior_text(model)}{_prior_matching_text(model)}{_conditional_text(generator)}{_measured_on(model)}
+dimensions, drawn from the prior {_prior_text(generator.prior)}, into a {size}×{size} RGB face. {_posterior_text(model)}{_prior_matching_text(model)}{_calibration_text(model)}{_conditional_text(generator)}{_measured_on(model)}
 
 {_training_text(metrics["training"])}
 

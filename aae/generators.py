@@ -265,7 +265,9 @@ class PackageGenerator(Generator):
             "sha256": self.package.sha256,
             "config": _config_summary(manifest.get("config", {})),
         }
-        sliced = manifest.get("training", {}).get("prior_sliced_weight")
-        if sliced:
-            extra["prior_sliced_weight"] = sliced
+        training = manifest.get("training", {})
+        if training.get("prior_sliced_weight"):
+            extra["prior_sliced_weight"] = training["prior_sliced_weight"]
+        if training.get("latent_calibration"):
+            extra["latent_calibration"] = training["latent_calibration"]
         return {**super().describe(), "name": self.package.name, "ref": self.package.ref, **extra}
