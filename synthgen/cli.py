@@ -646,7 +646,7 @@ def _add_train(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast on CPU too (AMX)")
     p.add_argument("--channels-last", action="store_true", help="NHWC memory format for the convolutions")
     p.add_argument(
-        "--recipe", default="default", help="a named recipe of aae/recipes.py (default, sharp, v3, v4, v6, v7); flags win"
+        "--recipe", default="default", help="a named recipe of aae/recipes.py (default, sharp, v3, v4, v6, v7, v8); flags win"
     )
     p.add_argument("--data", default="avatars", help="'avatars', 'lfw', or a folder of images")
     p.add_argument(
