@@ -344,27 +344,26 @@ def _posterior_text(model: dict[str, Any]) -> str:
 
 
 def _prior_matching_text(model: dict[str, Any]) -> str:
+    """What besides the latent discriminator brought the codes onto the prior: a sliced Wasserstein term in
+    training, a latent calibration after it."""
+    text = ""
     weight = model.get("prior_sliced_weight")
-    if not weight:
-        return ""
-    return (
-        f"Besides the discriminator, a sliced Wasserstein term (weight {weight:g}) pulled the codes onto the prior in "
-        "training: their projections on the axes, on their covariance's eigenvectors and on random directions, against "
-        "the prior's quantiles. "
-    )
-
-
-def _calibration_text(model: dict[str, Any]) -> str:
+    if weight:
+        text += (
+            f"Besides the discriminator, a sliced Wasserstein term (weight {weight:g}) pulled the codes onto the prior "
+            "in training: their projections on the axes, on their covariance's eigenvectors and on random directions, "
+            "against the prior's quantiles. "
+        )
     record = model.get("latent_calibration")
-    if not record:
-        return ""
-    eigenvalues = record.get("eigenvalues_before") or [float("nan")]
-    return (
-        f"After training, a latent calibration whitened the codes: an affine map fitted on {record['images']} training "
-        f"images' {record['codes']} (their covariance's eigenvalues ran from {eigenvalues[0]:.2g} to "
-        f"{eigenvalues[-1]:.2g}) ends the encoder, and its inverse starts the decoder. Reconstructions are unchanged; a "
-        "prior sample decodes from the Gaussian that fits the training codes. "
-    )
+    if record:
+        eigenvalues = record.get("eigenvalues_before") or [float("nan")]
+        text += (
+            f"After training, a latent calibration whitened the codes: an affine map fitted on {record['images']} "
+            f"training images' {record['codes']} (their covariance's eigenvalues ran from {eigenvalues[0]:.2g} to "
+            f"{eigenvalues[-1]:.2g}) ends the encoder, and its inverse starts the decoder. Reconstructions are "
+            "unchanged; a prior sample decodes from the Gaussian that fits the training codes. "
+        )
+    return text
 
 
 def _conditional_text(generator: Generator) -> str:
@@ -412,7 +411,7 @@ def render_card(
 ## The model
 
 {model["name"]} is {KIND_NAMES.get(model["kind"], model["kind"])}. Its decoder turns a latent z of {generator.latent_dim}
-dimensions, drawn from the prior {_prior_text(generator.prior)}, into a {size}×{size} RGB face. {_posterior_text(model)}{_prior_matching_text(model)}{_calibration_text(model)}{_conditional_text(generator)}{_measured_on(model)}
+dimensions, drawn from the prior {_prior_text(generator.prior)}, into a {size}×{size} RGB face. {_posterior_text(model)}{_prior_matching_text(model)}{_conditional_text(generator)}{_measured_on(model)}
 
 {_training_text(metrics["training"])}
 

@@ -110,7 +110,7 @@ def test_the_vae_is_not_calibrated(tmp_path: Path) -> None:
 def test_a_calibrated_gaussian_posterior_exports_its_scale_samples_with_it_and_fine_tunes(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from aae.card import _calibration_text
+    from aae.card import _prior_matching_text
     from aae.generators import PackageGenerator
     from export.package import export_package
     from synthgen.cli import main
@@ -134,7 +134,7 @@ def test_a_calibrated_gaussian_posterior_exports_its_scale_samples_with_it_and_f
     assert scale is not None and np.abs(mean.numpy() - means).max() < 1e-3
     noise = torch.linalg.solve(scale.double(), torch.from_numpy(draws - means).double().unsqueeze(-1)).squeeze(-1)
     assert abs(float(noise.mean())) < 0.1 and abs(float(noise.std()) - 1) < 0.1  # z = mean + S eps, eps ~ N(0, I)
-    assert "a latent calibration whitened the codes" in _calibration_text(generator.describe())
+    assert "a latent calibration whitened the codes" in _prior_matching_text(generator.describe())
     # a fine-tune starts from the calibrated model and keeps its maps
     code = main(["train", "--init", str(out), "--out", str(tmp_path / "ft"), "--count", "16", "--batch-size", "8",
                  "--epochs", "1", "--max-steps", "1", "--cache-dir", str(tmp_path / "c")])  # fmt: skip
