@@ -135,6 +135,12 @@ def test_a_calibrated_gaussian_posterior_exports_its_scale_samples_with_it_and_f
     noise = torch.linalg.solve(scale.double(), torch.from_numpy(draws - means).double().unsqueeze(-1)).squeeze(-1)
     assert abs(float(noise.mean())) < 0.1 and abs(float(noise.std()) - 1) < 0.1  # z = mean + S eps, eps ~ N(0, I)
     assert "a latent calibration whitened the codes" in _prior_matching_text(generator.describe())
+    # the card of a calibrated package: its prior fit on posterior samples drawn with the scale matrix
+    tiny = ["--samples", "32", "--duplicates", "100", "--prior-codes", "40", "--permutations", "20", "--pairs", "16"]
+    tiny += ["--train-neighbours", "50", "--patches", "16", "--cache-dir", str(tmp_path / "c")]
+    assert main(["evaluate", str(tmp_path / "models" / "g"), *tiny]) == 0
+    card = (tmp_path / "models" / "g" / "card.md").read_text()
+    assert "a latent calibration whitened the codes" in card and "posterior samples z ~ q(z|x)" in card
     # a fine-tune starts from the calibrated model and keeps its maps
     code = main(["train", "--init", str(out), "--out", str(tmp_path / "ft"), "--count", "16", "--batch-size", "8",
                  "--epochs", "1", "--max-steps", "1", "--cache-dir", str(tmp_path / "c")])  # fmt: skip
