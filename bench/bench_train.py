@@ -115,8 +115,8 @@ def phase_options(size: int, batch: int) -> list[tuple[str, TrainOptions]]:
 
 def conditional_options(size: int, batch: int, attributes: dict[str, Any]) -> list[tuple[str, TrainOptions]]:
     """avatars-64 v4's training as it runs (bf16, channels_last, EMA, no image adversary), conditional, then with
-    its attribute teacher (active from the first step), v6's patch adversary on prior samples, and v7's gaussian
-    posterior with its latent game (two discriminator updates per mini-batch)."""
+    its attribute teacher (active from the first step), v6's patch adversary on prior samples, v7's gaussian
+    posterior with its latent game (two discriminator updates per mini-batch), and v8's sliced prior term."""
     config = AAEConfig(image_size=size, base_width=48, attributes=attributes)
     base = TrainOptions(batch_size=batch, bf16=True, channels_last=True, ema_kimg=10.0, conditional=True, config=config)
     rows = [("conditional (bf16, channels_last, EMA)", base)]
@@ -124,6 +124,7 @@ def conditional_options(size: int, batch: int, attributes: dict[str, Any]) -> li
     rows.append(("+ image adversary (prior fakes)", replace(rows[-1][1], adversary=AdversaryOptions(start=0, fakes="prior"))))
     v7 = replace(rows[-1][1], config=replace(config, posterior="gaussian"), disc_steps=2)
     rows.append(("+ gaussian posterior, 2 discriminator steps", v7))
+    rows.append(("+ sliced prior term (v8)", replace(v7, prior_sliced_weight=10.0, lr_encoder_reconstruction=3e-4)))
     return rows
 
 
