@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from aae.model import AAE, AAEConfig, exported_decoder
+from aae.model import AAE, AAEConfig
 
 CALIBRATION_IMAGES = 10000  # training images whose codes the map is fitted on
 MIN_EIGENVALUE = 1e-6  # covariance eigenvalues below this (a collapsed direction) are refused
@@ -149,7 +149,6 @@ def calibrate(
     from aae.train import _atomic_save, read_checkpoint
 
     checkpoint = read_checkpoint(path)
-    exported_decoder(checkpoint)  # the same choice of decoder as before (the summary is kept)
     calibrated, _ = calibrate_checkpoint(checkpoint, training_codes(path, count, seed, cache_dir))
     record: dict[str, Any] = calibrated["summary"]["latent_calibration"]
     record.update(source=str(path), seed=seed)

@@ -43,7 +43,7 @@ class AAEConfig:
     # most of the face): a deterministic encoder can only spread its codes over a thin manifold of the prior there.
     posterior: str = "deterministic"
     # A latent calibration (aae/latent_calibration.py): after training, an affine map that whitens the codes of the
-    # training images ends the encoder, and its inverse is folded into the decoder's first layer. Reconstructions
+    # training images ends the encoder, and its inverse starts the decoder (buffers of both). Reconstructions
     # are unchanged; prior samples then decode from the Gaussian that fits the codes.
     latent_calibrated: bool = False
     # The decoder. The defaults are the original DCGAN-style one (ConvTranspose 4x4 stride 2, BatchNorm), which

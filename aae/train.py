@@ -448,23 +448,18 @@ class AAETrainer(Trainer):
             z = m.encoder(x)
             logits_gen = m.discriminator(z, self.condition).float()
             gen_loss = F.binary_cross_entropy_with_logits(logits_gen, torch.ones_like(logits_gen))
-        sliced = self._prior_sliced(z)
-        self._update(self.opt_generator, gen_loss if sliced is None else gen_loss + self.options.prior_sliced_weight * sliced)
-        losses = replace(
-            losses,
-            discriminator=disc_loss,
-            generator=gen_loss.item(),
-            disc_accuracy=accuracy,
-            prior_sliced=None if sliced is None else sliced.item(),
-        )
+        loss, sliced = self._with_prior_sliced(gen_loss, z)
+        self._update(self.opt_generator, loss)
+        losses = replace(losses, discriminator=disc_loss, generator=gen_loss.item(), disc_accuracy=accuracy, prior_sliced=sliced)
         return self._added_phases(x, fakes, losses)
 
-    def _prior_sliced(self, z: torch.Tensor) -> torch.Tensor | None:
-        """The sliced prior term of the codes (float32, outside autocast), or None when its weight is 0."""
-        if not self.options.prior_sliced_weight:
-            return None
-        assert self.prior_slicer is not None
-        return self.prior_slicer(z.float())
+    def _with_prior_sliced(self, gen_loss: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, float | None]:
+        """The generator's loss with the sliced prior term of the codes added (float32, outside autocast), and the
+        term's value to log; the loss alone, and None, without the term."""
+        if self.prior_slicer is None:
+            return gen_loss, None
+        sliced = self.prior_slicer(z.float())
+        return gen_loss + self.options.prior_sliced_weight * sliced, sliced.item()
 
     def state_dict(self) -> dict[str, Any]:
         slicer = self.prior_slicer
@@ -512,10 +507,8 @@ class AAETrainer(Trainer):
         with self.autocast():
             logits_gen = m.discriminator(z_leaf, self.condition).float()
             gen_loss = F.binary_cross_entropy_with_logits(logits_gen, torch.ones_like(logits_gen))
-        sliced = self._prior_sliced(z_leaf)
-        (g_gen,) = torch.autograd.grad(
-            gen_loss if sliced is None else gen_loss + self.options.prior_sliced_weight * sliced, z_leaf
-        )
+        loss, sliced = self._with_prior_sliced(gen_loss, z_leaf)
+        (g_gen,) = torch.autograd.grad(loss, z_leaf)
         m.discriminator.requires_grad_(True)
         scale = self.options.gen_weight * float(g_rec.norm() / (g_gen.norm() + 1e-12))
         z.backward(g_rec + scale * g_gen)
@@ -526,7 +519,7 @@ class AAETrainer(Trainer):
             generator=gen_loss.item(),
             disc_accuracy=accuracy,
             gen_weight=scale,
-            prior_sliced=None if sliced is None else sliced.item(),
+            prior_sliced=sliced,
         )
         return self._added_phases(x, fakes, losses)
 
