@@ -82,16 +82,6 @@ def current_whitening(model: AAE) -> Whitening | None:
     )
 
 
-def calibrated_state(
-    state: dict[str, torch.Tensor], prefix: str, names: tuple[str, str], values: tuple[np.ndarray, np.ndarray]
-) -> dict[str, torch.Tensor]:
-    """``state`` with its calibration buffers (``prefix`` + name) set to ``values``."""
-    out = dict(state)
-    for name, value in zip(names, values, strict=True):
-        out[prefix + name] = torch.from_numpy(np.ascontiguousarray(value, dtype=np.float32))
-    return out
-
-
 def calibrate_checkpoint(checkpoint: dict[str, Any], codes: np.ndarray) -> tuple[dict[str, Any], Whitening]:
     """A checkpoint whose model (and EMA decoder) carry the whitening of ``codes``, which the checkpoint's own
     encoder gave; composed with any calibration it has. It keeps no training state: it is a finished model, which
@@ -107,20 +97,21 @@ def calibrate_checkpoint(checkpoint: dict[str, Any], codes: np.ndarray) -> tuple
     model = AAE(calibrated)
     state = {k: v for k, v in checkpoint["model"].items() if "calibration_" not in k}
     model.load_state_dict(state, strict=False)  # the calibration buffers start as the identity
-    encoder_values = (whitening.matrix, whitening.offset)
-    decoder_values = (whitening.inverse, whitening.offset)
-    full = calibrated_state(model.state_dict(), "encoder.", ("calibration_matrix", "calibration_offset"), encoder_values)
-    full = calibrated_state(full, "decoder.", ("calibration_inverse", "calibration_offset"), decoder_values)
-    model.load_state_dict(full)
+
+    def as_tensor(value: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(value, dtype=np.float32))
+
+    with torch.no_grad():
+        model.encoder.calibration_matrix.copy_(as_tensor(whitening.matrix))
+        model.encoder.calibration_offset.copy_(as_tensor(whitening.offset))
+        model.decoder.calibration_inverse.copy_(as_tensor(whitening.inverse))
+        model.decoder.calibration_offset.copy_(as_tensor(whitening.offset))
     out = {k: v for k, v in checkpoint.items() if k not in ("training_state", "model", "decoder_ema", "config")}
     out["config"] = calibrated.to_dict()
     out["model"] = model.state_dict()
-    if checkpoint.get("decoder_ema") is not None:
-        ema = {k: v for k, v in checkpoint["decoder_ema"].items() if "calibration_" not in k}
-        ema.update(
-            {"calibration_inverse": full["decoder.calibration_inverse"], "calibration_offset": full["decoder.calibration_offset"]}
-        )
-        out["decoder_ema"] = ema
+    if checkpoint.get("decoder_ema") is not None:  # the EMA decoder takes the same inverse map
+        maps = {k: v for k, v in model.decoder.state_dict().items() if k.startswith("calibration_")}
+        out["decoder_ema"] = {**{k: v for k, v in checkpoint["decoder_ema"].items() if "calibration_" not in k}, **maps}
     record = {
         "images": len(codes),
         "codes": "posterior samples z ~ q(z|x)" if config.posterior == "gaussian" else "codes",
